@@ -1,0 +1,13 @@
+"""algnet: ALGNet image deblurring with fast selective-scan kernels on CPU and GPU."""
+
+__version__ = "0.1.0"
+
+from . import ops
+from .models import (
+    ALGNet, CheckpointError, Mamba, NAFNet, create_model, list_models, load_checkpoint, save_checkpoint, to_tlc,
+)
+
+__all__ = [
+    "__version__", "ops", "ALGNet", "NAFNet", "Mamba", "CheckpointError", "create_model", "list_models",
+    "load_checkpoint", "save_checkpoint", "to_tlc",
+]

@@ -1,0 +1,361 @@
+"""Fused CPU selective scan: numba kernels, forward and backward, nothing to compile by hand.
+
+The (E-block, N) state stays in L1 while the kernel streams over tokens; jobs are (batch, block of
+channels) pairs run with ``numba.prange``. Per token a whole block of channels is stepped, so
+``B_t`` and ``C_t`` (shared by all channels) are read once per block rather than once per channel.
+Choices that each paid several-fold here (DESIGN.md section 4):
+
+- exp(dt*A) for float32 is a range reduction plus a degree-6 polynomial that LLVM vectorises
+  across N (the library exp is a scalar call; numba's SVML is absent from the PyPI wheels).
+  float64 keeps ``np.exp``: it is the accuracy path used by tests and gradcheck.
+- dt*A is clamped at -80 (exp underflows there anyway) and float32 states below 1e-30 are flushed
+  to zero, so no denormal is ever carried from token to token.
+- delta bias + softplus, the D skip and the silu(z) gate are fused into the kernel.
+- u, delta, z (and the output) may have any strides: the Mamba layer hands channels-last views
+  ``(B, L, E).transpose(1, 2)`` and gets a channels-last output back, with no copy.
+- Backward saves the state at every ``_CHUNK``-th token in forward, recomputes the chunk's states
+  in backward and walks it in reverse; dB/dC are reduced over channels in per-job partial buffers
+  summed in a fixed order, so gradients are deterministic.
+
+Glossary as in :mod:`.scan_ref`: B batch, E channels, N state size, L tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+_CHUNK = 128  # tokens between saved states; the recomputed chunk (h and a) stays in L2
+_FWD_BLOCK = 16  # channels stepped together per token in forward
+_kernels: dict = {}
+
+
+def is_available(device: torch.device) -> tuple[bool, str]:
+    """The cpu backend runs on CPU tensors when numba imports."""
+    if torch.device(device).type != "cpu":
+        return False, "it runs on CPU tensors only"
+    try:
+        import numba  # noqa: F401
+    except ImportError as err:
+        return False, f"numba is not installed ({err}); pip install numba"
+    return True, ""
+
+
+def _select_threading_layer() -> None:
+    """Uses numba's OpenMP pool (shared with torch's libgomp) unless the user chose one.
+
+    Measured here: numba's default 'workqueue' threads and torch's spinning OpenMP workers fight
+    for the same cores right after a torch op; 'omp' reuses the OpenMP runtime. 'workqueue' is the
+    fallback when numba's OpenMP layer cannot load.
+    """
+    import numba
+
+    if os.environ.get("NUMBA_THREADING_LAYER"):
+        return
+    try:
+        import numba.np.ufunc.omppool  # noqa: F401
+
+        numba.config.THREADING_LAYER = "omp"
+    except ImportError:
+        numba.config.THREADING_LAYER = "workqueue"
+
+
+def _build(dtype) -> tuple:
+    """Compiles (or loads from numba's cache) the forward and backward kernels for one dtype."""
+    import numba
+    import numpy as np
+    from llvmlite import ir
+    from numba import njit, prange, types
+    from numba.extending import intrinsic, overload
+
+    _select_threading_layer()
+
+    @intrinsic
+    def _as_float32(typingctx, bits):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.FloatType())
+
+        return types.float32(types.int32), codegen
+
+    def _exp_neg(x):  # exp of x <= 0
+        pass
+
+    @overload(_exp_neg, inline="always")
+    def _exp_neg_impl(x):
+        if x == types.float32:
+            log2e, ln2_hi, ln2_lo = np.float32(1.4426950408889634), np.float32(0.693359375), np.float32(-2.12194440e-4)
+            c2, c3, c4, c5, c6 = (np.float32(1.0 / math.factorial(i)) for i in range(2, 7))
+            one, half, lo = np.float32(1.0), np.float32(0.5), np.float32(-80.0)
+
+            def impl(x):
+                x = max(x, lo)  # exp(-80) ~ 2e-35: below it the state is zero to float32 anyway
+                k = np.floor(x * log2e + half)
+                r = x - k * ln2_hi - k * ln2_lo  # |r| <= ln2/2
+                p = one + r * (one + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * c6)))))
+                return p * _as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
+
+            return impl
+        return lambda x: np.exp(x)
+
+    def _flush(h):
+        pass
+
+    @overload(_flush, inline="always")
+    def _flush_impl(h):
+        if h == types.float32:
+            tiny, zero = np.float32(1e-30), np.float32(0.0)
+            return lambda h: h if abs(h) >= tiny else zero
+        return lambda h: h
+
+    def fwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, y, states, chunk, eb, zero):
+        nb, E, L = u.shape
+        N = A.shape[1]
+        nblk = (E + eb - 1) // eb
+        save = states.shape[1] > 0
+        one = zero + 1
+        for job in prange(nb * nblk):
+            b = job // nblk
+            e0 = (job - b * nblk) * eb
+            e1 = min(e0 + eb, E)
+            h = np.zeros((eb, N), dtype=A.dtype)
+            for t in range(L):
+                if save and t % chunk == 0:
+                    states[b, t // chunk, e0:e1, :] = h[: e1 - e0, :]
+                for e in range(e0, e1):
+                    dt = delta[b, e, t] + dbias[e]
+                    if softplus and dt <= 20:
+                        dt = np.log1p(np.exp(dt))
+                    uu = u[b, e, t]
+                    du = dt * uu
+                    he = h[e - e0]
+                    acc = zero
+                    for n in range(N):
+                        hv = _flush(_exp_neg(dt * A[e, n]) * he[n] + du * Bm[b, t, n])
+                        he[n] = hv
+                        acc += hv * Cm[b, t, n]
+                    out = acc + D[e] * uu
+                    if has_z:
+                        zz = z[b, e, t]
+                        out = out * zz / (one + np.exp(-zz))
+                    y[b, e, t] = out
+
+    def bwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, dout, states, chunk, eb, zero,
+            du_out, ddelta_out, dz_out, dA_part, dD_part, dB_part, dC_part):
+        nb, E, L = u.shape
+        N = A.shape[1]
+        nblk = (E + eb - 1) // eb
+        nchunks = (L + chunk - 1) // chunk
+        one = zero + 1
+        for job in prange(nb * nblk):
+            b = job // nblk
+            blk = job - b * nblk
+            e0 = blk * eb
+            e1 = min(e0 + eb, E)
+            ne = e1 - e0
+            hbuf = np.empty((chunk + 1, eb, N), dtype=A.dtype)  # hbuf[i + 1] = h at token t0 + i
+            abuf = np.empty((chunk, eb, N), dtype=A.dtype)
+            dtbuf = np.empty((chunk, eb), dtype=A.dtype)
+            dspbuf = np.empty((chunk, eb), dtype=A.dtype)  # softplus' (sigmoid of its input)
+            ypre = np.empty((chunk, eb), dtype=A.dtype)  # y before the gate
+            carry = np.zeros((eb, N), dtype=A.dtype)  # a_{t+1} * g_{t+1}
+            dA_loc = np.zeros((eb, N), dtype=A.dtype)
+            dBt = np.empty(N, dtype=A.dtype)
+            dCt = np.empty(N, dtype=A.dtype)
+            for k in range(nchunks - 1, -1, -1):
+                t0 = k * chunk
+                t1 = min(t0 + chunk, L)
+                hbuf[0, :ne, :] = states[b, k, e0:e1, :]
+                for t in range(t0, t1):  # recompute the chunk's states
+                    i = t - t0
+                    for e in range(e0, e1):
+                        j = e - e0
+                        dt = delta[b, e, t] + dbias[e]
+                        dsp = one
+                        if softplus and dt <= 20:
+                            dsp = one / (one + np.exp(-dt))
+                            dt = np.log1p(np.exp(dt))
+                        dtbuf[i, j] = dt
+                        dspbuf[i, j] = dsp
+                        uu = u[b, e, t]
+                        dtu = dt * uu
+                        hp = hbuf[i, j]
+                        hn = hbuf[i + 1, j]
+                        ab = abuf[i, j]
+                        acc = zero
+                        for n in range(N):
+                            a = _exp_neg(dt * A[e, n])
+                            hv = _flush(a * hp[n] + dtu * Bm[b, t, n])
+                            ab[n] = a
+                            hn[n] = hv
+                            acc += hv * Cm[b, t, n]
+                        ypre[i, j] = acc + D[e] * uu
+                for t in range(t1 - 1, t0 - 1, -1):  # walk it in reverse
+                    i = t - t0
+                    dBt[:] = zero
+                    dCt[:] = zero
+                    for e in range(e0, e1):
+                        j = e - e0
+                        ybar = dout[b, e, t]
+                        if has_z:
+                            zz = z[b, e, t]
+                            sg = one / (one + np.exp(-zz))
+                            dz_out[b, e, t] = ybar * ypre[i, j] * sg * (one + zz * (one - sg))
+                            ybar = ybar * zz * sg
+                        uu = u[b, e, t]
+                        dt = dtbuf[i, j]
+                        dtu = dt * uu
+                        dD_part[b, e] += ybar * uu
+                        hp = hbuf[i, j]
+                        hn = hbuf[i + 1, j]
+                        ab = abuf[i, j]
+                        cj = carry[j]
+                        dAj = dA_loc[j]
+                        s_gb = zero
+                        s_ddt = zero
+                        for n in range(N):
+                            bn = Bm[b, t, n]
+                            g = ybar * Cm[b, t, n] + cj[n]
+                            ah = ab[n] * hp[n]
+                            gdt = g * dt
+                            dAj[n] += gdt * ah
+                            s_ddt += g * (A[e, n] * ah + uu * bn)
+                            s_gb += g * bn
+                            dBt[n] += gdt * uu
+                            dCt[n] += ybar * hn[n]
+                            cj[n] = _flush(ab[n] * g)
+                        du_out[b, e, t] = dt * s_gb + D[e] * ybar
+                        ddelta_out[b, e, t] = s_ddt * dspbuf[i, j]
+                    dB_part[blk, b, t, :] = dBt
+                    dC_part[blk, b, t, :] = dCt
+            dA_part[b, e0:e1, :] = dA_loc[:ne, :]
+
+    real = numba.from_dtype(np.dtype(dtype))
+    arr3a, arr3c, arr4c = types.Array(real, 3, "A"), types.Array(real, 3, "C"), types.Array(real, 4, "C")
+    arr1, arr2 = types.Array(real, 1, "C"), types.Array(real, 2, "C")
+    arr1a = types.Array(real, 1, "A")
+    common = (arr3a, arr3a, arr2, arr3c, arr3c, arr1a, arr3a, arr1a, types.boolean, types.boolean)
+    opts = dict(parallel=True, fastmath=True, cache=True, nogil=True)
+    fwd_sig = types.void(*common, arr3a, arr4c, types.intp, types.intp, real)
+    bwd_sig = types.void(*common, arr3a, arr4c, types.intp, types.intp, real, arr3a, arr3a, arr3a, arr3c, arr2, arr4c, arr4c)
+    return njit(fwd_sig, **opts)(fwd), njit(bwd_sig, **opts)(bwd)
+
+
+def _get_kernels(dtype: torch.dtype) -> tuple:
+    if dtype not in _kernels:
+        import numpy as np
+
+        _kernels[dtype] = _build(np.float32 if dtype == torch.float32 else np.float64)
+    return _kernels[dtype]
+
+
+def _set_threads() -> None:
+    import numba
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _like_layout(u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An empty (B, E, L) tensor laid out channels-last when u is (a view of) (B, L, E) memory."""
+    b, e, l = u.shape
+    if u.stride(1) < u.stride(2):
+        return torch.empty(b, l, e, dtype=dtype).transpose(1, 2)  # (B, E, L) view of (B, L, E)
+    return torch.empty(b, e, l, dtype=dtype)
+
+
+def _np(t: torch.Tensor | None):
+    return None if t is None else t.detach().numpy()
+
+
+def _prepare(u, delta, A, B, C, D, z, delta_bias, dtype):
+    """Casts to the compute dtype, keeps (B, E, L) strides, makes B and C token-major (B, L, N)."""
+    e = u.shape[1]
+    cast = lambda t: t if t.dtype == dtype else t.to(dtype)  # noqa: E731
+    Bm = cast(B).transpose(1, 2).contiguous()  # (B, L, N); a no-op for (B, L, N) views
+    Cm = cast(C).transpose(1, 2).contiguous()  # (B, L, N)
+    D = cast(D) if D is not None else torch.zeros(e, dtype=dtype)
+    bias = cast(delta_bias) if delta_bias is not None else torch.zeros(e, dtype=dtype)
+    z = cast(z) if z is not None else torch.zeros(1, 1, 1, dtype=dtype)
+    return cast(u), cast(delta), cast(A).contiguous(), Bm, Cm, D, z, bias
+
+
+def _forward_blocks(nb: int, e: int) -> int:
+    import numba
+
+    eb = _FWD_BLOCK
+    threads = numba.get_num_threads()
+    while eb > 4 and nb * math.ceil(e / eb) < 2 * threads:
+        eb //= 2
+    return eb
+
+
+def _compute_dtype(*tensors) -> torch.dtype:
+    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states: bool):
+    dtype = _compute_dtype(u, delta, A, B, C, D, z)
+    fwd, _ = _get_kernels(dtype)
+    _set_threads()
+    args = _prepare(u, delta, A, B, C, D, z, delta_bias, dtype)
+    nb, e, length = u.shape
+    n = A.shape[1]
+    y = _like_layout(u, dtype)
+    nchunks = math.ceil(length / _CHUNK) if save_states else 0
+    states = torch.empty(nb, nchunks, e, n, dtype=dtype)  # state before each chunk's first token
+    fwd(*map(_np, args[:6]), _np(args[6]), _np(args[7]), bool(delta_softplus), z is not None,
+        _np(y), _np(states), _CHUNK, _forward_blocks(nb, e), _np(torch.zeros((), dtype=dtype))[()])
+    return y, states, args
+
+
+class _SelectiveScanCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        y, states, args = _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states=True)
+        ctx.delta_softplus, ctx.has_z, ctx.has_d, ctx.has_bias = delta_softplus, z is not None, D is not None, delta_bias is not None
+        ctx.dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
+        ctx.save_for_backward(*args, states)
+        return y.to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, dout):
+        u, delta, A, Bm, Cm, D, z, bias, states = ctx.saved_tensors
+        dtype = u.dtype
+        _, bwd = _get_kernels(dtype)
+        _set_threads()
+        import numba
+
+        nb, e, length = u.shape
+        n = A.shape[1]
+        # Few channel blocks: dB/dC partials cost (blocks x B x L x N) memory.
+        nblk = max(1, min(math.ceil(e / 8), math.ceil(2 * numba.get_num_threads() / nb)))
+        eb = math.ceil(e / nblk)
+        nblk = math.ceil(e / eb)
+        dout = dout.to(dtype)
+        du, ddelta = _like_layout(u, dtype), _like_layout(u, dtype)
+        dz = _like_layout(u, dtype) if ctx.has_z else torch.zeros(1, 1, 1, dtype=dtype)
+        dA_part = torch.empty(nb, e, n, dtype=dtype)
+        dD_part = torch.zeros(nb, e, dtype=dtype)
+        dB_part = torch.empty(nblk, nb, length, n, dtype=dtype)
+        dC_part = torch.empty(nblk, nb, length, n, dtype=dtype)
+        bwd(*map(_np, (u, delta, A, Bm, Cm, D, z, bias)), bool(ctx.delta_softplus), ctx.has_z, _np(dout), _np(states),
+            _CHUNK, eb, _np(torch.zeros((), dtype=dtype))[()],
+            _np(du), _np(ddelta), _np(dz), _np(dA_part), _np(dD_part), _np(dB_part), _np(dC_part))
+        dB = dB_part.sum(0).transpose(1, 2)  # (B, N, L); fixed summation order
+        dC = dC_part.sum(0).transpose(1, 2)  # (B, N, L)
+        grads = [du, ddelta, dA_part.sum(0), dB, dC,
+                 dD_part.sum(0) if ctx.has_d else None,
+                 dz if ctx.has_z else None,
+                 ddelta.sum((0, 2)) if ctx.has_bias else None]
+        grads = [g if g is None or dt is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)]
+        return (*grads, None)
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Same contract as :func:`algnet.ops.selective_scan_ref`; u/delta/z may be any strided views."""
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
+    if needs_grad:
+        return _SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    y, _, _ = _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states=False)
+    return y.to(u.dtype)

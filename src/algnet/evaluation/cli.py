@@ -1,0 +1,113 @@
+"""``algnet score`` (saved predictions vs ground truth) and ``algnet eval`` (run a checkpoint and score)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+PROTOCOL_CHOICES = ("gopro", "hide", "realblur", "dpdd", "dpdd16")  # = protocols.PROTOCOLS, kept light at import
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "score", help="score saved predictions against ground truth with a benchmark's exact protocol",
+        description="Score saved predictions of any method against ground truth with a benchmark's protocol "
+                    "(gopro/hide: MATLAB PSNR and volume SSIM on uint8; realblur: ECC-aligned masked PSNR/SSIM; "
+                    "dpdd: Restormer's script, 16-bit PNGs read as 8-bit; dpdd16: the same on full 16-bit values).")
+    p.add_argument("pred", metavar="PRED", help="folder of predictions: flat, or mirroring the ground truth's layout")
+    p.add_argument("gt", metavar="GT", help="ground truth: a dataset root in its published layout, or a flat folder of sharp images")
+    p.add_argument("--protocol", required=True, choices=PROTOCOL_CHOICES)
+    p.add_argument("--split", default="test", help="split to read from a dataset root (default: test)")
+    _add_outputs(p)
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="score with N processes (default: in this one)")
+    p.set_defaults(func=run_score)
+
+    e = subparsers.add_parser(
+        "eval", help="run a checkpoint over a test set and score it with the benchmark's protocol",
+        description="Run a checkpoint over a test set named by a YAML file (dataset, root, split, protocol; "
+                    "top level or under eval:) and score it like `algnet score`.")
+    e.add_argument("config", metavar="CONFIG", help="YAML: {dataset: gopro|hide|realblur_j|realblur_r|dpdd|folders, "
+                                                    "root: PATH, split: test, protocol: ...}")
+    e.add_argument("--checkpoint", required=True, metavar="CKPT", help="model checkpoint (.safetensors, .pth)")
+    e.add_argument("--tlc", action="store_true", help="test-time local converter (the paper's '-local' numbers)")
+    e.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    e.add_argument("--fp32", action="store_true", help="on CUDA, run in float32 instead of float16 autocast")
+    e.add_argument("--save-images", metavar="DIR", help="write the restored images as DIR/<name>.png")
+    _add_outputs(e)
+    e.set_defaults(func=run_eval)
+
+
+def _add_outputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", metavar="OUT", help="write the summary as JSON")
+    p.add_argument("--csv", metavar="OUT", help="write one row per image as CSV")
+    p.add_argument("--figures", metavar="DIR", help="write comparison figures (blurred | restored | sharp, zoomed crops)")
+    p.add_argument("--figures-count", type=int, default=3, metavar="N",
+                   help="figures of the N worst and N best images by PSNR (default 3)")
+    p.add_argument("--figures-names", nargs="+", metavar="NAME", help="figures of these images instead")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _report(result, args, extra: dict | None = None) -> None:
+    from .scoring import format_table, write_csv, write_json
+
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(format_table(result))
+    if args.json:
+        print(f"summary: {write_json(result, args.json, extra)}")
+    if args.csv:
+        print(f"per image: {write_csv(result, args.csv)}")
+
+
+def _write_figures(args, entries) -> None:
+    from .figures import comparison_figure, save_figure
+
+    written = [save_figure(comparison_figure(restored, sharp, blurred, title=f"{psnr:.2f} dB"), args.figures, name)
+               for name, blurred, restored, sharp, psnr in entries]
+    print(f"figures: {len(written)} in {args.figures}")
+
+
+def _chosen(args, rows) -> list[str]:
+    from .figures import select_names
+
+    return select_names(rows, args.figures_count, args.figures_count, args.figures_names)
+
+
+def run_score(args) -> int:
+    from .protocols import read_ground_truth, read_input, read_prediction
+    from .scoring import score_folders
+
+    result = score_folders(args.pred, args.gt, args.protocol, args.split, args.workers, progress=not args.quiet)
+    _report(result, args, {"pred": str(Path(args.pred)), "gt": str(Path(args.gt))})
+    if args.figures:
+        from .pairing import ground_truth_items, match_predictions
+
+        items = {it.name: it for it in match_predictions(args.pred, args.gt, ground_truth_items(args.gt, args.split)[0])}
+        psnr = {r["name"]: r["psnr"] for r in result.rows}
+        _write_figures(args, ((n, read_input(items[n].blur, args.protocol) if items[n].blur else None,
+                               read_prediction(items[n].pred, args.protocol, []),
+                               read_ground_truth(items[n].gt, args.protocol, []), psnr[n])
+                              for n in _chosen(args, result.rows)))
+    return 0
+
+
+def run_eval(args) -> int:
+    from ..inference import resolve_device
+    from ..models import load_checkpoint
+    from .runner import evaluate, figure_entries, load_eval_config
+
+    config = load_eval_config(args.config)
+    device = resolve_device(args.device)
+    model = load_checkpoint(args.checkpoint, tlc=args.tlc).to(device).eval()
+    half = not args.fp32
+    result, items = evaluate(model, config, device, args.save_images, half, progress=not args.quiet)
+    extra = {"dataset": config.dataset, "root": str(config.root), "split": config.split,
+             "checkpoint": str(args.checkpoint), "tlc": args.tlc, "device": str(device)}
+    _report(result, args, extra)
+    if args.save_images:
+        print(f"restored images: {args.save_images}")
+    if args.figures:
+        names = _chosen(args, result.rows)
+        _write_figures(args, figure_entries(model, items, result.rows, names, config.protocol, device, half))
+    return 0

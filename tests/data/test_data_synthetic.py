@@ -1,0 +1,171 @@
+"""Tests of algnet.data.synthetic: kernels, convolution against SciPy, and the synthetic dataset."""
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import torch
+
+from algnet.data import SyntheticBlurDataset, blur_image, bundled_photos, make_kernel
+from algnet.data.synthetic import blur_crop, photo_path
+from algnet.errors import AlgnetError
+
+
+class TestKernel:
+    @pytest.mark.parametrize("size", [7, 17, 31])
+    def test_normalised_nonnegative_centred(self, size):
+        for seed in range(5):
+            k = make_kernel(np.random.default_rng(seed), size)
+            assert k.shape == (size, size) and k.dtype == np.float32
+            assert k.min() >= 0
+            assert k.sum() == pytest.approx(1.0, abs=1e-6)
+            # The path is centred on its centroid and bilinear splatting keeps centroids, so the
+            # kernel's centre of mass is the centre pixel: no shift between blur and sharp.
+            rows, cols = np.mgrid[:size, :size]
+            assert (k * rows).sum() == pytest.approx(size // 2, abs=1e-4)
+            assert (k * cols).sum() == pytest.approx(size // 2, abs=1e-4)
+            # Mass never reaches the outer ring: the path stays within the radius minus one.
+            assert k[0].sum() == k[-1].sum() == k[:, 0].sum() == k[:, -1].sum() == 0
+
+    def test_is_a_blur_not_a_point(self):
+        for seed in range(10):
+            k = make_kernel(np.random.default_rng(seed), 17)
+            assert k.max() < 0.5 and np.count_nonzero(k) >= 4
+
+    def test_reproducible_per_generator_state(self):
+        a = make_kernel(np.random.default_rng([1, 2, 3]), 17)
+        b = make_kernel(np.random.default_rng([1, 2, 3]), 17)
+        c = make_kernel(np.random.default_rng([1, 2, 4]), 17)
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)
+
+    @pytest.mark.parametrize("size", [16, 1, 0])
+    def test_bad_size(self, size):
+        with pytest.raises(AlgnetError, match="odd integer"):
+            make_kernel(np.random.default_rng(0), size)
+
+
+class TestBlurImage:
+    def test_matches_scipy_convolve_reflect(self):
+        rng = np.random.default_rng(0)
+        img = rng.random((20, 23, 3)).astype(np.float32)
+        for kernel in (make_kernel(rng, 17), rng.random((5, 3)).astype(np.float32)):
+            out = blur_image(img, kernel)
+            ref = np.stack([scipy.ndimage.convolve(img[..., c].astype(np.float64), kernel.astype(np.float64),
+                                                   mode="reflect") for c in range(3)], axis=-1)
+            np.testing.assert_allclose(out, ref, atol=2e-6)
+
+    def test_shift_kernel_is_a_shift(self):
+        # Convolution with a delta one pixel right of centre moves the image one pixel right.
+        img = np.random.default_rng(1).random((6, 9)).astype(np.float32)
+        k = np.zeros((3, 3), np.float32)
+        k[1, 2] = 1
+        out = blur_image(img, k)
+        np.testing.assert_array_equal(out[:, 1:], img[:, :-1])
+        np.testing.assert_array_equal(out[:, 0], img[:, 0])  # reflect: cba|abc
+
+    def test_even_kernel_refused(self):
+        with pytest.raises(AlgnetError, match="odd sides"):
+            blur_image(np.zeros((4, 4), np.float32), np.ones((2, 2)))
+
+    @pytest.mark.parametrize("box", [(0, 0, 16, 16), (10, 12, 16, 20), (24, 30, 16, 18), (3, 40, 37, 8)])
+    def test_blur_crop_equals_cropped_blur(self, box):
+        photo = np.random.default_rng(2).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        kernel = make_kernel(np.random.default_rng(3), 9)
+        sharp, blurred = blur_crop(photo, kernel, box)
+        top, left, h, w = box
+        full = blur_image(photo.astype(np.float32) / 255, kernel)
+        np.testing.assert_array_equal(sharp, photo[top:top + h, left:left + w] / np.float32(255))
+        np.testing.assert_allclose(blurred, full[top:top + h, left:left + w], atol=1e-6)
+
+
+class TestPhotos:
+    def test_train_and_val_disjoint_and_bundled(self):
+        train, val = bundled_photos("train"), bundled_photos("val")
+        assert set(train).isdisjoint(val)
+        assert val == ["chelsea", "coffee"]
+        assert len(train) >= 4
+        assert all(photo_path(n).is_file() for n in train + val)
+
+    def test_unknown_split(self):
+        with pytest.raises(AlgnetError, match="unknown synthetic split 'test'"):
+            bundled_photos("test")
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
+
+
+class TestDataset:
+    def test_lengths_and_names(self):
+        train, val = SyntheticBlurDataset("train", crop_size=32), SyntheticBlurDataset("val", crop_size=32)
+        assert len(train) == 8 * len(bundled_photos("train")) and len(val) == 2
+        assert len(SyntheticBlurDataset("train", length=5)) == 5
+        names = [val[i]["name"] for i in range(2)]
+        assert names == ["chelsea/000000.png", "coffee/000001.png"]
+
+    def test_val_is_whole_photos_and_identical_across_epochs(self):
+        val = SyntheticBlurDataset("val", crop_size=None)
+        first = [val[i] for i in range(len(val))]
+        assert tuple(first[0]["sharp"].shape) == (3, 300, 451)  # chelsea
+        val.set_epoch(7)
+        for i, item in enumerate(first):
+            again = val[i]
+            assert torch.equal(again["blur"], item["blur"]) and torch.equal(again["sharp"], item["sharp"])
+            psnr = _psnr(item["blur"], item["sharp"])
+            assert np.isfinite(psnr) and 15 < psnr < 40
+
+    def test_train_deterministic_and_epochs_differ(self):
+        a, b = SyntheticBlurDataset("train", crop_size=48, seed=5), SyntheticBlurDataset("train", crop_size=48, seed=5)
+        a.set_epoch(2)
+        b.set_epoch(2)
+        torch.manual_seed(0)
+        np.random.seed(0)
+        x = a[3]
+        b[0]  # access order does not matter
+        y = b[3]
+        assert torch.equal(x["blur"], y["blur"]) and torch.equal(x["sharp"], y["sharp"])
+        b.set_epoch(3)
+        assert not torch.equal(b[3]["blur"], x["blur"])
+
+    def test_seeds_differ(self):
+        a = SyntheticBlurDataset("train", crop_size=48, seed=5)
+        b = SyntheticBlurDataset("train", crop_size=48, seed=6)
+        assert not torch.equal(a[1]["sharp"], b[1]["sharp"])
+
+    def test_train_samples_are_blurred(self):
+        ds = SyntheticBlurDataset("train", seed=1)  # one default epoch: 256 crops
+        for i in range(len(ds)):
+            item = ds[i]
+            assert item["blur"].shape == item["sharp"].shape == (3, 256, 256)
+            assert 0 <= float(item["blur"].min()) and float(item["blur"].max()) <= 1
+            psnr = _psnr(item["blur"], item["sharp"])
+            assert np.isfinite(psnr) and psnr < 40, (item["name"], psnr)
+
+    def test_noise_has_requested_sigma(self):
+        clean = SyntheticBlurDataset("val", crop_size=128, seed=4)[0]
+        noisy = SyntheticBlurDataset("val", crop_size=128, seed=4, noise_sigma=0.05)[0]
+        assert torch.equal(clean["sharp"], noisy["sharp"])  # same crop and flips
+        inside = (clean["blur"] > 0.2) & (clean["blur"] < 0.8)  # away from clipping
+        diff = (noisy["blur"] - clean["blur"])[inside]
+        assert float(diff.std()) == pytest.approx(0.05, rel=0.05)
+        assert abs(float(diff.mean())) < 0.005
+
+    def test_saturation_brightens_and_clips(self):
+        clean = SyntheticBlurDataset("val", crop_size=None)[1]  # coffee: bright cup and saucer
+        sat = SyntheticBlurDataset("val", crop_size=None, saturation=2.0)[1]
+        assert torch.equal(clean["sharp"], sat["sharp"])
+        assert torch.all(sat["blur"] >= clean["blur"] - 1e-6) and float(sat["blur"].max()) <= 1
+        assert float((sat["blur"] - clean["blur"]).max()) > 0.1
+        assert float((sat["blur"] == 1).float().mean()) > float((clean["blur"] == 1).float().mean())
+
+    def test_crop_larger_than_photo(self):
+        with pytest.raises(AlgnetError, match=r"chelsea\.png is 300x451, smaller than the crop size 320"):
+            SyntheticBlurDataset("val", crop_size=320)[0]
+
+    def test_bad_arguments(self):
+        with pytest.raises(AlgnetError, match="kernel_size"):
+            SyntheticBlurDataset(kernel_size=8)
+        with pytest.raises(AlgnetError, match="noise_sigma"):
+            SyntheticBlurDataset(noise_sigma=-1)
+        with pytest.raises(IndexError):
+            SyntheticBlurDataset("val")[2]

@@ -237,3 +237,12 @@ class TestErrors:
         _write(tmp_path / "pred" / "y" / "a.png", _image(8))
         rc, err = self._run(capsys, "--protocol", "gopro", tmp_path / "pred", tmp_path / "gt")
         assert rc == 2 and "matches several predictions" in err
+
+    def test_one_prediction_for_two_ground_truths(self, tmp_path, capsys):
+        for seq in ("GOPR0001_00_00", "GOPR0002_00_00"):  # frame names repeat across sequences
+            _write(tmp_path / "gt" / "test" / seq / "sharp" / "000001.png", _image(8))
+            _write(tmp_path / "gt" / "test" / seq / "blur" / "000001.png", _image(8))
+        _write(tmp_path / "pred" / "000001.png", _image(8))
+        rc, err = self._run(capsys, "--protocol", "gopro", tmp_path / "pred", tmp_path / "gt")
+        assert rc == 2 and "only match for several ground-truth images" in err
+        assert "GOPR0001_00_00/000001.png, GOPR0002_00_00/000001.png" in err

@@ -104,7 +104,19 @@ def match_predictions(pred_root: str | Path, gt_root: str | Path, items: list[Sc
         else:
             matched.append(ScoreItem(item.name, item.gt, item.blur, item.group, pred))
     if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise AlgnetError(f"{pred_root}: no prediction for {len(missing)} of {len(items)} ground-truth images: "
-                          f"{', '.join(missing[:5])}{more}")
+                          f"{_listing(missing)}")
+    users = defaultdict(list)
+    for item in matched:
+        users[item.pred].append(item.name)
+    shared = {p: names for p, names in users.items() if len(names) > 1}
+    if shared:  # e.g. a flat folder of GoPro frames, whose file names repeat across sequences
+        pred, names = next(iter(shared.items()))
+        raise AlgnetError(f"{pred} is the only match for several ground-truth images ({_listing(names)}); "
+                          f"mirror the ground truth's layout under {pred_root} or name predictions by relative id")
     return matched
+
+
+def _listing(names: list[str]) -> str:
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return ", ".join(names[:5]) + more

@@ -1,0 +1,429 @@
+"""Selective scan as Triton kernels, forward and backward: a GPU path with nothing to compile.
+
+Same function as :func:`algnet.ops.selective_scan_ref` (DESIGN.md section 4). Triton is imported
+lazily, so this module imports without it; ``is_available`` says how to install it.
+
+Layout. Every program owns one tile of ``BLOCK_E`` channels by ``CHUNK`` tokens of one batch item,
+the way mamba_ssm's CUDA kernel owns a chunk of tokens per channel: the time axis is parallel inside
+the tile (an associative scan of the affine maps ``h -> a_t h + b_t``) and the state axis ``n`` is a
+loop, so only (BLOCK_E, CHUNK) tiles live in registers and the (L, E, N) state is never stored.
+Chunks are independent programs, which fills the GPU even at batch 1 and 64 channels; the state
+entering each chunk comes from the stable two-level form of DESIGN.md section 4:
+
+    1. ``_scan_fwd_kernel`` with LOCAL: scan each chunk from a zero state, keep its end state and
+       its step sum ``S_k = sum_t dt_t`` (the chunk's decay is ``exp(A S_k) <= 1``).
+    2. ``_carry_kernel``: walk the chunks, ``H_k = exp(A S_{k-1}) H_{k-1} + h_end_{k-1}``; these
+       boundary states (one per CHUNK tokens) are what backward keeps.
+    3. ``_scan_fwd_kernel``: rescan each chunk from its boundary state and write ``y``.
+
+No exponent is ever positive (products of ``a_t <= 1``), so large ``|A| * dt`` cannot overflow.
+
+Backward (``ybar = dy * silu(z)``): ``g_t = ybar_t C_t + a_{t+1} g_{t+1}`` runs right to left, so
+it gets the same treatment in reverse: a local reverse scan per chunk, a carry pass, then
+``_scan_bwd_kernel`` recomputes ``h`` inside its chunk from the saved boundary state (forward scan)
+and ``g`` (reverse scan) and forms every gradient. It never needs ``h_{t-1}``: ``a_t h_{t-1}`` is
+``h_t - dt_t u_t B_t`` exactly, which keeps the backward free of divisions by ``a_t``.
+
+Determinism: dB and dC are sums over channels. Each channel block writes its partial sums to its own
+slice of a buffer, and torch sums the slices afterwards; dA, dD and d delta_bias are reduced the same
+way over chunks. No atomics, so two backward passes give bitwise-equal gradients.
+
+Precision: float32, bfloat16 and float16 inputs are computed in float32; if any input is float64 the
+kernels compute in float64 (exact enough to serve as a second reference, slow on consumer GPUs).
+Outputs and gradients come back in the inputs' dtypes.
+
+Glossary: B batch, E channels (d_inner), N state size (d_state), L tokens, K chunks (ceil(L/CHUNK)).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import SimpleNamespace
+
+import torch
+
+INSTALL_HINT = "pip install triton"
+
+# Tile shape: 8 x 128 at 8 warps is 4 elements per thread. Compiled for sm_90 (Triton 3.9) that is
+# 93 registers for the forward and ~170 for the backward without spills; 16 x 128 spilled in the
+# backward. The dB/dC partial buffers hold E/BLOCK_E copies of B's size during backward.
+BLOCK_E = 8
+CHUNK = 128
+
+
+def is_available(device: torch.device) -> tuple[bool, str]:
+    """Returns (available, reason): CUDA tensors with triton, or CPU tensors under TRITON_INTERPRET=1."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False, f"triton is not installed ({INSTALL_HINT})"
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False, "no CUDA device is visible to torch"
+        return True, ""
+    if device.type == "cpu":
+        if _interpret():
+            return True, ""
+        return False, "Triton runs CPU tensors only in its interpreter; set TRITON_INTERPRET=1 (slow, for tests)"
+    return False, f"Triton kernels need CUDA tensors, got a {device.type} tensor"
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    *,
+    chunk_size: int | None = None,
+    block_e: int | None = None,
+) -> torch.Tensor:
+    """Selective scan on the Triton kernels; differentiable in every tensor argument.
+
+    Args:
+        u, delta, z: (B, E, L). A: (E, N). B, C: (B, N, L). D, delta_bias: (E,).
+        delta_softplus: apply softplus (identity above 20) to ``delta + delta_bias``.
+        chunk_size: tokens per program and between saved states (a power of two; default CHUNK).
+        block_e: channels per program (a power of two; default BLOCK_E, capped at E's next power).
+
+    Returns:
+        y (B, E, L) in u's dtype.
+    """
+    ok, reason = is_available(u.device)
+    if not ok:
+        raise RuntimeError(f"the triton scan backend cannot run here: {reason}")
+    chunk = _pow2("chunk_size", chunk_size or CHUNK)
+    block = _pow2("block_e", block_e or min(BLOCK_E, _next_pow2(u.shape[1])))
+    return _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), chunk, block)
+
+
+def _pow2(name: str, value: int) -> int:
+    if value < 1 or value & (value - 1):
+        raise ValueError(f"{name} must be a power of two, got {value}")
+    return int(value)
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, int(x) - 1).bit_length()
+
+
+class _TritonScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, chunk, block):
+        tensors = [None if t is None else t.contiguous() for t in (u, delta, A, B, C, D, z, delta_bias)]
+        with torch.cuda.device(u.device) if u.is_cuda else _nullcontext():
+            y, hin, dtsum = _forward(*tensors, softplus, chunk, block)
+        ctx.save_for_backward(*tensors, hin, dtsum)
+        ctx.cfg = (softplus, chunk, block)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        *tensors, hin, dtsum = ctx.saved_tensors
+        with torch.cuda.device(dy.device) if dy.is_cuda else _nullcontext():
+            grads = _backward(*tensors, hin, dtsum, dy.contiguous(), *ctx.cfg)
+        return (*grads, None, None, None)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _acc_dtype(*tensors):
+    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, chunk, block):
+    """Runs the three forward passes; returns y, the states entering each chunk and the step sums."""
+    k = _kernels(_interpret())
+    batch, channels, length = u.shape
+    nstate = A.shape[1]
+    acc = _acc_dtype(u, delta, A, B, C, D, z, delta_bias)
+    y = torch.empty_like(u)
+    n_chunks = max(1, -(-length // chunk))
+    hin = u.new_zeros(batch, n_chunks, channels, nstate, dtype=acc)  # (B, K, E, N)
+    dtsum = u.new_zeros(batch, n_chunks, channels, dtype=acc)  # (B, K, E)
+    if length == 0:
+        return y, hin, dtsum
+    grid = (n_chunks, -(-channels // block), batch)
+    common = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+                  BLOCK_E=block, CHUNK=chunk, ACC=_tl_dtype(acc), num_warps=_warps(block, chunk))
+    dummy = hin  # stands in for absent optional tensors; never read when its flag is off
+    args = (u, delta, A, B, C, _or(D, dummy), _or(z, dummy), _or(delta_bias, dummy))
+    if n_chunks > 1:
+        hend = torch.empty_like(hin)
+        k.scan_fwd[grid](*args, y, hin, hend, dtsum, channels, length, nstate, LOCAL=True, **common)
+        k.carry[(grid[1], batch)](A, dtsum, hend, hin, channels, n_chunks, nstate, REVERSE=False,
+                                  BLOCK_E=block, NP=_next_pow2(nstate), ACC=_tl_dtype(acc), num_warps=4)
+    k.scan_fwd[grid](*args, y, hin, hin, dtsum, channels, length, nstate, LOCAL=False, **common)
+    return y, hin, dtsum
+
+
+def _backward(u, delta, A, B, C, D, z, delta_bias, hin, dtsum, dy, softplus, chunk, block):
+    """Returns the gradients of (u, delta, A, B, C, D, z, delta_bias), None for absent ones."""
+    k = _kernels(_interpret())
+    batch, channels, length = u.shape
+    nstate = A.shape[1]
+    acc = hin.dtype
+    n_chunks = hin.shape[1]
+    n_blocks = -(-channels // block)
+    du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+    dz = torch.empty_like(z) if z is not None else None
+    # Partial sums, reduced below in a fixed order (deterministic, no atomics).
+    db_part = u.new_empty(batch, n_blocks, nstate, length, dtype=acc)  # (B, E/BLOCK_E, N, L)
+    dc_part = torch.empty_like(db_part)
+    da_part = u.new_empty(batch, n_chunks, channels, nstate, dtype=acc)  # (B, K, E, N)
+    dd_part = u.new_zeros(batch, n_chunks, channels, dtype=acc)  # (B, K, E)
+    dbias_part = torch.zeros_like(dd_part)
+    gin = torch.zeros_like(hin)  # gradient entering each chunk from its right
+    if length > 0:
+        grid = (n_chunks, n_blocks, batch)
+        common = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+                      BLOCK_E=block, CHUNK=chunk, ACC=_tl_dtype(acc), num_warps=_warps(block, chunk))
+        dummy = hin
+        args = (u, delta, A, B, C, _or(D, dummy), _or(z, dummy), _or(delta_bias, dummy))
+        if n_chunks > 1:
+            q = torch.empty_like(hin)
+            k.grad_local[grid](*args, dy, q, channels, length, nstate, **common)
+            k.carry[(n_blocks, batch)](A, dtsum, q, gin, channels, n_chunks, nstate, REVERSE=True,
+                                       BLOCK_E=block, NP=_next_pow2(nstate), ACC=_tl_dtype(acc), num_warps=4)
+        k.scan_bwd[grid](*args, dy, hin, gin, du, ddelta, _or(dz, dummy), db_part, dc_part, da_part, dd_part,
+                         dbias_part, channels, length, nstate, **common)
+    else:
+        db_part.zero_(), dc_part.zero_(), da_part.zero_()
+    dA = da_part.sum((0, 1)).to(A.dtype)
+    dB = db_part.sum(1).to(B.dtype)
+    dC = dc_part.sum(1).to(C.dtype)
+    dD = dd_part.sum((0, 1)).to(D.dtype) if D is not None else None
+    dbias = dbias_part.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None
+    return du, ddelta, dA, dB, dC, dD, dz, dbias
+
+
+def _or(t, fallback):
+    return fallback if t is None else t
+
+
+def _warps(block: int, chunk: int) -> int:
+    # 4 tile elements per thread: the backward keeps ~40 values per element live without spilling.
+    return max(1, min(8, block * chunk // 128))
+
+
+def _tl_dtype(dtype: torch.dtype):
+    import triton.language as tl
+
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+@functools.lru_cache(maxsize=2)
+def _kernels(interpret: bool):
+    """Defines the kernels on first use, so importing this module needs no triton.
+
+    ``triton.jit`` decides at definition time, from the environment, whether a kernel runs in the
+    interpreter (TRITON_INTERPRET=1) or compiles for the GPU, hence one cached set per mode.
+    """
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _affine(a1, b1, a2, b2):
+        # Compose h -> a1 h + b1, then h -> a2 h + b2 (the earlier token on the left).
+        return a1 * a2, a2 * b1 + b2
+
+    @triton.jit
+    def _softplus(x):
+        return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
+
+    @triton.jit
+    def _tile(u_ptr, delta_ptr, bias_ptr, pid_k, pid_e, pid_b, E, L,
+              HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BLOCK_E: tl.constexpr, CHUNK: tl.constexpr,
+              ACC: tl.constexpr):
+        """Offsets, masks, u and dt of one (BLOCK_E, CHUNK) tile; dt is 0 outside the sequence."""
+        offs_e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
+        offs_t = pid_k * CHUNK + tl.arange(0, CHUNK)
+        mask_e = offs_e < E
+        mask_t = offs_t < L
+        mask = mask_e[:, None] & mask_t[None, :]
+        base = pid_b.to(tl.int64) * E * L
+        offs = base + offs_e[:, None].to(tl.int64) * L + offs_t[None, :]  # (BLOCK_E, CHUNK), u/delta/z/y
+        u = tl.load(u_ptr + offs, mask=mask, other=0.0).to(ACC)
+        dt_raw = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(ACC)
+        if HAS_BIAS:
+            dt_raw += tl.load(bias_ptr + offs_e, mask=mask_e, other=0.0).to(ACC)[:, None]
+        dt = dt_raw
+        if SOFTPLUS:
+            dt = _softplus(dt_raw)
+        dt = tl.where(mask, dt, 0.0)
+        return offs_e, offs_t, mask_e, mask_t, mask, offs, u, dt_raw, dt
+
+    @triton.jit
+    def _next_dt(delta_ptr, bias_ptr, offs, offs_e, offs_t, mask_e, L,
+                 HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CHUNK: tl.constexpr, ACC: tl.constexpr):
+        """dt_{t+1} inside the chunk, 0 at its last token (whose successor is the chunk carry)."""
+        inner = (offs_t + 1 < L) & (tl.arange(0, CHUNK) < CHUNK - 1)
+        mask = mask_e[:, None] & inner[None, :]
+        dt = tl.load(delta_ptr + offs + 1, mask=mask, other=0.0).to(ACC)
+        if HAS_BIAS:
+            dt += tl.load(bias_ptr + offs_e, mask=mask_e, other=0.0).to(ACC)[:, None]
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        return tl.where(mask, dt, 0.0)
+
+    @triton.jit
+    def scan_fwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr, hin_ptr, hend_ptr,
+                 dtsum_ptr, E, L, N,
+                 LOCAL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 SOFTPLUS: tl.constexpr, BLOCK_E: tl.constexpr, CHUNK: tl.constexpr, ACC: tl.constexpr):
+        """LOCAL: end state of each chunk scanned from zero, and its step sum. Else: y from hin."""
+        pid_k, pid_e, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        offs_e, offs_t, mask_e, mask_t, mask, offs, u, dt_raw, dt = _tile(
+            u_ptr, delta_ptr, bias_ptr, pid_k, pid_e, pid_b, E, L, HAS_BIAS, SOFTPLUS, BLOCK_E, CHUNK, ACC)
+        n_chunks = tl.cdiv(L, CHUNK)
+        state_offs = ((pid_b.to(tl.int64) * n_chunks + pid_k) * E + offs_e) * N  # (BLOCK_E,) in (B, K, E, N)
+        bc_offs = pid_b.to(tl.int64) * N * L + offs_t  # (CHUNK,) in (B, N, L)
+        dtu = dt * u
+        y = tl.zeros([BLOCK_E, CHUNK], dtype=ACC)
+        last = (tl.arange(0, CHUNK) == CHUNK - 1)[None, :]
+        for n in range(N):
+            a_n = tl.load(A_ptr + offs_e * N + n, mask=mask_e, other=0.0).to(ACC)  # (BLOCK_E,)
+            b_n = tl.load(B_ptr + bc_offs + n * L, mask=mask_t, other=0.0).to(ACC)  # (CHUNK,)
+            decay, h = tl.associative_scan((tl.exp(dt * a_n[:, None]), dtu * b_n[None, :]), 1, _affine)
+            if LOCAL:
+                # Padding tokens have dt = 0 (decay 1, input 0), so the last column is the end state.
+                tl.store(hend_ptr + state_offs + n, tl.sum(tl.where(last, h, 0.0), axis=1), mask=mask_e)
+            else:
+                h0 = tl.load(hin_ptr + state_offs + n, mask=mask_e, other=0.0)
+                c_n = tl.load(C_ptr + bc_offs + n * L, mask=mask_t, other=0.0).to(ACC)
+                y += (h + decay * h0[:, None]) * c_n[None, :]
+        if LOCAL:
+            tl.store(dtsum_ptr + (pid_b.to(tl.int64) * n_chunks + pid_k) * E + offs_e, tl.sum(dt, axis=1),
+                     mask=mask_e)
+        else:
+            if HAS_D:
+                y += tl.load(D_ptr + offs_e, mask=mask_e, other=0.0).to(ACC)[:, None] * u
+            if HAS_Z:
+                zv = tl.load(z_ptr + offs, mask=mask, other=0.0).to(ACC)
+                y = y * zv * tl.sigmoid(zv)
+            tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def carry(A_ptr, dtsum_ptr, val_ptr, out_ptr, E, K, N,
+              REVERSE: tl.constexpr, BLOCK_E: tl.constexpr, NP: tl.constexpr, ACC: tl.constexpr):
+        """out[k] = carry entering chunk k: X <- exp(A S_k) X + val[k], over k (or in reverse)."""
+        pid_e, pid_b = tl.program_id(0), tl.program_id(1)
+        offs_e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
+        offs_n = tl.arange(0, NP)
+        mask_e = offs_e < E
+        mask = mask_e[:, None] & (offs_n < N)[None, :]
+        A = tl.load(A_ptr + offs_e[:, None] * N + offs_n[None, :], mask=mask, other=0.0).to(ACC)  # (BLOCK_E, NP)
+        x = tl.zeros([BLOCK_E, NP], dtype=ACC)
+        for i in range(K):
+            k = K - 1 - i if REVERSE else i
+            row = pid_b.to(tl.int64) * K + k
+            tile = (row * E + offs_e[:, None]) * N + offs_n[None, :]
+            tl.store(out_ptr + tile, x, mask=mask)
+            s = tl.load(dtsum_ptr + row * E + offs_e, mask=mask_e, other=0.0)
+            x = tl.exp(A * s[:, None]) * x + tl.load(val_ptr + tile, mask=mask, other=0.0)
+
+    @triton.jit
+    def grad_local(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dy_ptr, q_ptr, E, L, N,
+                   HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                   BLOCK_E: tl.constexpr, CHUNK: tl.constexpr, ACC: tl.constexpr):
+        """q[k] = a_{t0} g_{t0} with g scanned right-to-left from zero inside chunk k (t0 its first token)."""
+        pid_k, pid_e, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        offs_e, offs_t, mask_e, mask_t, mask, offs, u, dt_raw, dt = _tile(
+            u_ptr, delta_ptr, bias_ptr, pid_k, pid_e, pid_b, E, L, HAS_BIAS, SOFTPLUS, BLOCK_E, CHUNK, ACC)
+        dt_next = _next_dt(delta_ptr, bias_ptr, offs, offs_e, offs_t, mask_e, L, HAS_BIAS, SOFTPLUS, CHUNK, ACC)
+        ybar = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(ACC)
+        if HAS_Z:
+            zv = tl.load(z_ptr + offs, mask=mask, other=0.0).to(ACC)
+            ybar = ybar * zv * tl.sigmoid(zv)
+        n_chunks = tl.cdiv(L, CHUNK)
+        state_offs = ((pid_b.to(tl.int64) * n_chunks + pid_k) * E + offs_e) * N
+        bc_offs = pid_b.to(tl.int64) * N * L + offs_t
+        first = (tl.arange(0, CHUNK) == 0)[None, :]
+        for n in range(N):
+            a_n = tl.load(A_ptr + offs_e * N + n, mask=mask_e, other=0.0).to(ACC)[:, None]
+            c_n = tl.load(C_ptr + bc_offs + n * L, mask=mask_t, other=0.0).to(ACC)
+            _, g = tl.associative_scan((tl.exp(dt_next * a_n), ybar * c_n[None, :]), 1, _affine, reverse=True)
+            q = tl.sum(tl.where(first, tl.exp(dt * a_n) * g, 0.0), axis=1)
+            tl.store(q_ptr + state_offs + n, q, mask=mask_e)
+
+    @triton.jit
+    def scan_bwd(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dy_ptr, hin_ptr, gin_ptr,
+                 du_ptr, ddelta_ptr, dz_ptr, db_ptr, dc_ptr, da_ptr, dd_ptr, dbias_ptr, E, L, N,
+                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                 BLOCK_E: tl.constexpr, CHUNK: tl.constexpr, ACC: tl.constexpr):
+        """All gradients of one tile; dB/dC/dA/dD/d bias as partial sums (per channel block or chunk)."""
+        pid_k, pid_e, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        offs_e, offs_t, mask_e, mask_t, mask, offs, u, dt_raw, dt = _tile(
+            u_ptr, delta_ptr, bias_ptr, pid_k, pid_e, pid_b, E, L, HAS_BIAS, SOFTPLUS, BLOCK_E, CHUNK, ACC)
+        dt_next = _next_dt(delta_ptr, bias_ptr, offs, offs_e, offs_t, mask_e, L, HAS_BIAS, SOFTPLUS, CHUNK, ACC)
+        ybar = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(ACC)
+        if HAS_Z:
+            zv = tl.load(z_ptr + offs, mask=mask, other=0.0).to(ACC)
+            ybar = ybar * zv * tl.sigmoid(zv)
+        n_chunks = tl.cdiv(L, CHUNK)
+        row = pid_b.to(tl.int64) * n_chunks + pid_k
+        state_offs = (row * E + offs_e) * N  # (BLOCK_E,) in (B, K, E, N)
+        bc_offs = pid_b.to(tl.int64) * N * L + offs_t  # (CHUNK,) in (B, N, L)
+        part_offs = (pid_b.to(tl.int64) * tl.num_programs(1) + pid_e) * N * L + offs_t  # (CHUNK,) in (B, E/BLOCK_E, N, L)
+        dtu = dt * u
+        y = tl.zeros([BLOCK_E, CHUNK], dtype=ACC)  # C h before the D skip and the gate, for dz
+        du = tl.zeros([BLOCK_E, CHUNK], dtype=ACC)
+        ddt = tl.zeros([BLOCK_E, CHUNK], dtype=ACC)
+        for n in range(N):
+            a_n = tl.load(A_ptr + offs_e * N + n, mask=mask_e, other=0.0).to(ACC)[:, None]
+            b_n = tl.load(B_ptr + bc_offs + n * L, mask=mask_t, other=0.0).to(ACC)[None, :]
+            c_n = tl.load(C_ptr + bc_offs + n * L, mask=mask_t, other=0.0).to(ACC)[None, :]
+            x = dtu * b_n
+            decay, h = tl.associative_scan((tl.exp(dt * a_n), x), 1, _affine)
+            h += decay * tl.load(hin_ptr + state_offs + n, mask=mask_e, other=0.0)[:, None]
+            back, g = tl.associative_scan((tl.exp(dt_next * a_n), ybar * c_n), 1, _affine, reverse=True)
+            g += back * tl.load(gin_ptr + state_offs + n, mask=mask_e, other=0.0)[:, None]
+            y += h * c_n
+            gdt = g * dt
+            prev = h - x  # a_t h_{t-1}, exactly, without dividing by a_t
+            du += gdt * b_n
+            ddt += g * (a_n * prev + u * b_n)
+            tl.store(dc_ptr + part_offs + n * L, tl.sum(ybar * h, axis=0), mask=mask_t)
+            tl.store(db_ptr + part_offs + n * L, tl.sum(gdt * u, axis=0), mask=mask_t)
+            tl.store(da_ptr + state_offs + n, tl.sum(gdt * prev, axis=1), mask=mask_e)
+        if HAS_D:
+            d = tl.load(D_ptr + offs_e, mask=mask_e, other=0.0).to(ACC)[:, None]
+            y += d * u
+            du += d * ybar
+            tl.store(dd_ptr + row * E + offs_e, tl.sum(ybar * u, axis=1), mask=mask_e)
+        if HAS_Z:
+            # Reloaded rather than kept live through the state loop: registers are the bottleneck.
+            dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(ACC)
+            zv = tl.load(z_ptr + offs, mask=mask, other=0.0).to(ACC)
+            sig_z = tl.sigmoid(zv)
+            dz = dy * y * sig_z * (1.0 + zv * (1.0 - sig_z))
+            tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+        if SOFTPLUS:
+            ddt = tl.where(dt_raw > 20.0, ddt, ddt * tl.sigmoid(dt_raw))
+        ddt = tl.where(mask, ddt, 0.0)
+        if HAS_BIAS:
+            tl.store(dbias_ptr + row * E + offs_e, tl.sum(ddt, axis=1), mask=mask_e)
+        tl.store(du_ptr + offs, du.to(du_ptr.dtype.element_ty), mask=mask)
+        tl.store(ddelta_ptr + offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask)
+
+    if interpret:
+        # The interpreter re-executes each kernel's source against the module's globals and ignores
+        # closures, so it must find the language module and the helper functions there.
+        globals().update(tl=tl, _affine=_affine, _softplus=_softplus, _tile=_tile, _next_dt=_next_dt)
+    return SimpleNamespace(scan_fwd=scan_fwd, carry=carry, grad_local=grad_local, scan_bwd=scan_bwd)

@@ -115,6 +115,13 @@ class TestHide:
         assert pairs[2].sharp == gt / "9.png"
         assert detect_layout(tmp_path) == "hide"
 
+    def test_root_is_the_test_folder(self, tmp_path):
+        _png(tmp_path / "test/test-long-shot/a.png")
+        _png(tmp_path / "GT/a.png")
+        pairs = find_pairs(tmp_path / "test", "hide")
+        assert pairs == [ImagePair(tmp_path / "test/test-long-shot/a.png", tmp_path / "GT/a.png", "test-long-shot/a.png", "test-long-shot")]
+        assert detect_layout(tmp_path / "test") == "hide"
+
     def test_input_target(self, tmp_path):
         _png(tmp_path / "test/input/x.png")
         _png(tmp_path / "test/target/x.png")

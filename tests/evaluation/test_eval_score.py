@@ -246,3 +246,9 @@ class TestErrors:
         rc, err = self._run(capsys, "--protocol", "gopro", tmp_path / "pred", tmp_path / "gt")
         assert rc == 2 and "only match for several ground-truth images" in err
         assert "GOPR0001_00_00/000001.png, GOPR0002_00_00/000001.png" in err
+
+    def test_too_small_for_the_protocol(self, tmp_path, capsys):
+        _write(tmp_path / "gt" / "a.png", _image(12))
+        _write(tmp_path / "pred" / "a.png", _image(12))
+        rc, err = self._run(capsys, "--protocol", "realblur", tmp_path / "pred", tmp_path / "gt")
+        assert rc == 2 and "a.png vs " in err and "too small" in err

@@ -93,7 +93,10 @@ def score_item(item: ScoreItem, protocol: str, use_lpips: bool = False, pred: np
     if pred.shape != gt.shape:
         raise AlgnetError(f"size mismatch: prediction {item.pred or 'for ' + str(item.blur)} is {pred.shape[1]}x{pred.shape[0]}, "
                           f"ground truth {item.gt} is {gt.shape[1]}x{gt.shape[0]}")
-    row = {"name": item.name, **score_pair(pred, gt, protocol, lpips_fn or _lpips_fn(use_lpips))}
+    try:
+        row = {"name": item.name, **score_pair(pred, gt, protocol, lpips_fn or _lpips_fn(use_lpips))}
+    except ValueError as err:  # e.g. an image too small for the SSIM window
+        raise AlgnetError(f"{item.pred or item.blur} vs {item.gt}: {err}") from None
     if item.group is not None:
         row["group"] = item.group
     row["_notes"] = notes

@@ -98,5 +98,5 @@ def realblur_score(pred: np.ndarray, gt: np.ndarray) -> dict[str, float | bool]:
     """
     a = realblur_align(pred, gt)
     if min(a.gt.shape[:2]) <= 2 * BORDER + 6:
-        raise ValueError(f"realblur_score: images of {a.gt.shape[:2]} are too small for the 7x7 SSIM window after the border crop")
+        raise ValueError(f"realblur_score: images of {a.gt.shape[:2]} are too small for the 11x11 Gaussian SSIM window and the 5-px border crop")
     return {"psnr": masked_psnr(a.pred, a.gt, a.mask), "ssim": masked_ssim(a.pred, a.gt, a.mask), "ecc_failed": a.ecc_failed}

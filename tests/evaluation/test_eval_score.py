@@ -95,7 +95,7 @@ def test_csv_table_and_workers(tmp_path, capsys):
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     pairs = _fabricate(gt, pred, "gopro_nested")
     out_csv = tmp_path / "rows.csv"
-    one = _score(tmp_path, "gopro", pred, gt, "--csv", str(out_csv))
+    one = _score(tmp_path, "gopro", pred, gt, "--csv", str(out_csv), "--figures", str(tmp_path / "figs"), "--figures-count", "1")
     stdout = capsys.readouterr().out
     assert "protocol gopro: 4 images" in stdout and f"{one['psnr']:.2f}" in stdout
     rows = list(csv.DictReader(out_csv.open()))
@@ -104,6 +104,9 @@ def test_csv_table_and_workers(tmp_path, capsys):
     for row, (p, g) in zip(rows, pairs):
         assert float(row["psnr"]) == pytest.approx(psnr(p, g, 255), abs=1e-9)
         assert float(row["ssim"]) == pytest.approx(ssim_matlab(p, g), abs=1e-12)
+    worst, best = np.argmin([psnr(p, g, 255) for p, g in pairs]), np.argmax([psnr(p, g, 255) for p, g in pairs])
+    assert sorted(f.name for f in (tmp_path / "figs").iterdir()) == sorted(
+        rows[i]["name"].replace("/", "__") for i in (worst, best))
     two = _score(tmp_path, "gopro", pred, gt, "--workers", "2")
     assert two["psnr"] == one["psnr"] and two["ssim"] == one["ssim"]
 

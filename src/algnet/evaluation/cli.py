@@ -75,21 +75,27 @@ def _chosen(args, rows) -> list[str]:
 
 
 def run_score(args) -> int:
-    from .protocols import read_ground_truth, read_input, read_prediction
     from .scoring import score_folders
 
     result = score_folders(args.pred, args.gt, args.protocol, args.split, args.workers, progress=not args.quiet)
     _report(result, args, {"pred": str(Path(args.pred)), "gt": str(Path(args.gt))})
     if args.figures:
-        from .pairing import ground_truth_items, match_predictions
-
-        items = {it.name: it for it in match_predictions(args.pred, args.gt, ground_truth_items(args.gt, args.split)[0])}
-        psnr = {r["name"]: r["psnr"] for r in result.rows}
-        _write_figures(args, ((n, read_input(items[n].blur, args.protocol) if items[n].blur else None,
-                               read_prediction(items[n].pred, args.protocol, []),
-                               read_ground_truth(items[n].gt, args.protocol, []), psnr[n])
-                              for n in _chosen(args, result.rows)))
+        _write_figures(args, _saved_entries(args, result.rows))
     return 0
+
+
+def _saved_entries(args, rows):
+    """(name, blurred or None, prediction, ground truth, psnr) of the chosen images, from the files."""
+    from .pairing import ground_truth_items, match_predictions
+    from .protocols import read_ground_truth, read_input, read_prediction
+
+    items = {it.name: it for it in match_predictions(args.pred, args.gt, ground_truth_items(args.gt, args.split)[0])}
+    psnr = {r["name"]: r["psnr"] for r in rows}
+    for name in _chosen(args, rows):
+        item = items[name]
+        blurred = read_input(item.blur, args.protocol) if item.blur else None
+        yield (name, blurred, read_prediction(item.pred, args.protocol, []),
+               read_ground_truth(item.gt, args.protocol, []), psnr[name])
 
 
 def run_eval(args) -> int:

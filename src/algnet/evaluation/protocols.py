@@ -79,8 +79,7 @@ def read_ground_truth(path: Path, protocol: str, notes: list[str]) -> np.ndarray
         # OpenCV's default flags truncate 16-bit PNGs to their high byte: the published convention
         return _imread(path, cv2.IMREAD_COLOR).astype(np.float32) / 255.0
     if protocol == "dpdd16":
-        image = _full_precision(path)
-        return image
+        return _full_precision(path)
     return _as_uint8(path, notes)
 
 

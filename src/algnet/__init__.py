@@ -9,5 +9,13 @@ from .models import (
 
 __all__ = [
     "__version__", "ops", "ALGNet", "NAFNet", "Mamba", "CheckpointError", "create_model", "list_models",
-    "load_checkpoint", "save_checkpoint", "to_tlc",
+    "load_checkpoint", "save_checkpoint", "to_tlc", "deblur",
 ]
+
+
+def __getattr__(name):
+    if name == "deblur":  # lazy, so `import algnet` does not load the image/inference helpers
+        from .inference import deblur
+
+        return deblur
+    raise AttributeError(f"module 'algnet' has no attribute {name!r}")

@@ -77,6 +77,19 @@ class TestRoundTrip:
         img = read_image(write_image(tmp_path / "x.webp", pixels))
         assert img.format == "webp" and img.mode == "RGB" and np.abs(img.pixels - pixels).mean() < 3 / 255
 
+    def test_jpeg_exif_orientation_applied(self, tmp_path):
+        # Pillow writes a 20x40 JPEG tagged "rotate 90 CW" (orientation 6); it displays as 40x20.
+        from PIL import Image as PILImage
+
+        array = np.zeros((20, 40, 3), np.uint8)
+        array[:, :20] = 255  # left half white
+        exif = PILImage.Exif()
+        exif[0x0112] = 6
+        PILImage.fromarray(array).save(tmp_path / "r.jpg", exif=exif.tobytes(), quality=95)
+        img = read_image(tmp_path / "r.jpg")
+        assert img.pixels.shape == (40, 20, 3)
+        assert img.pixels[:15].mean() > 0.95 and img.pixels[25:].mean() < 0.05  # white on top after rotation
+
     def test_16bit_to_jpeg_refused(self, tmp_path):
         with pytest.raises(AlgnetError, match="16-bit"):
             write_image(tmp_path / "x.jpg", smooth(8, 8, 3), "RGB", 16)

@@ -94,6 +94,8 @@ def _quiet_opencv():
 def read_image(path: str | os.PathLike) -> Image:
     """Reads an image file as float32 RGB(A)/L(A) pixels in [0, 1].
 
+    JPEG files are turned upright by their EXIF orientation; other formats are read as stored.
+
     Args:
         path: a .png, .jpg/.jpeg, .tif/.tiff, .bmp or .webp file.
 
@@ -116,7 +118,7 @@ def read_image(path: str | os.PathLike) -> Image:
         raise AlgnetError(f"{path}: not a {fmt.upper()} image (its content does not start with a {fmt.upper()} signature)")
     with _quiet_opencv():
         try:
-            array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            array = cv2.imdecode(np.frombuffer(data, np.uint8), _decode_flags(fmt))
         except cv2.error as err:
             raise AlgnetError(f"{path}: cannot decode the image ({str(err).strip().splitlines()[-1][:160]})") from None
     if array is None or array.size == 0:
@@ -140,6 +142,15 @@ def read_image(path: str | os.PathLike) -> Image:
         array = array[..., [0, 3]]  # OpenCV expands gray+alpha to BGRA
     pixels = array.astype(np.float32) / np.float32(scale)
     return Image(pixels=pixels, mode=MODES[pixels.shape[2]], bit_depth=bit_depth, format=fmt)
+
+
+def _decode_flags(fmt: str) -> int:
+    import cv2
+
+    # JPEG: ANYCOLOR|ANYDEPTH applies the EXIF orientation (camera photos are often stored sideways),
+    # so pixels come upright and are written upright; JPEG has no alpha for UNCHANGED to keep.
+    # Other formats: UNCHANGED keeps alpha and 16 bits (it ignores EXIF orientation).
+    return cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if fmt == "jpeg" else cv2.IMREAD_UNCHANGED
 
 
 def _png_colour_type(data: bytes) -> int:

@@ -109,3 +109,15 @@ def test_other_runtime_errors_are_not_hidden(tmp_path, capsys, checkpoint, monke
     make(tmp_path / "x.png", 3)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         main(["deblur", str(tmp_path / "x.png"), "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint)])
+
+
+def test_tlc_half_tile_flags_reach_the_model(tmp_path, capsys, checkpoint):
+    src = make(tmp_path / "in" / "x.png", 3, 16, h=40, w=56)
+    code, out, err = run(capsys, src, "-o", tmp_path / "out", "--checkpoint", checkpoint, "--tlc", "--half", "--tile", "32", "--overlap", "8")
+    assert code == 0, err
+    model = algnet.load_checkpoint(checkpoint, tlc=True)
+    expected = to_integer(restore_pixels(model, read_image(src).pixels, tile=32, overlap=8, half=True), 16)
+    plain = to_integer(restore_pixels(algnet.load_checkpoint(checkpoint), read_image(src).pixels), 16)
+    got = to_integer(read_image(tmp_path / "out" / "x.png").pixels, 16)
+    np.testing.assert_array_equal(got, expected)
+    assert (got != plain).any()

@@ -290,3 +290,19 @@ GPU_CHECK = """
 def test_on_gpu_against_reference():
     out = _run_clean(GPU_CHECK)
     assert out.returncode == 0 and "GPU-OK" in out.stdout, out.stderr[-3000:]
+
+
+GPU_CHECK_SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "gpu_check.py")
+
+
+def test_gpu_check_help():
+    out = subprocess.run([sys.executable, GPU_CHECK_SCRIPT, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--cpu-interpret" in out.stdout and "--quick" in out.stdout
+
+
+def test_gpu_check_cpu_interpret_smoke():
+    """Smoke test: the GPU check's correctness section, on CPU in Triton's interpreter, passes."""
+    out = _run_clean(f"import runpy, sys; sys.argv = ['gpu_check.py', '--cpu-interpret']; "
+                     f"runpy.run_path({GPU_CHECK_SCRIPT!r}, run_name='__main__')")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "RESULT: PASS" in out.stdout and "correctness: 6/6 checks passed" in out.stdout

@@ -1,0 +1,478 @@
+#!/usr/bin/env python3
+"""GPU check: correctness of every GPU scan backend, scan throughput, whole-network latency.
+
+Run on a machine with an NVIDIA GPU, torch and triton (``pip install -e .[gpu]``)::
+
+    python benchmarks/gpu_check.py            # everything, under 8 minutes
+    python benchmarks/gpu_check.py --quick    # smaller shapes and fewer repeats, ~2 minutes
+    python benchmarks/gpu_check.py --cpu-interpret   # debugging: the correctness section only, on
+                                                     # CPU tensors in Triton's interpreter, tiny shapes
+
+Sections, each with its own time budget, so a failure or a hang in one still lets the others report:
+
+1. correctness: the triton, cuda (mamba_ssm, when installed) and chunked backends against
+   ``selective_scan_ref`` computed in float64 on the GPU: y and the gradients of all eight inputs,
+   at several shapes (odd lengths, several chunks, |A| up to 32, L = 1) and input dtypes.
+2. scan speed: the Triton scan forward and forward+backward at B=1, E=64, N=32, L=65,536 and
+   921,600, in state updates per second (B*E*N*L / time), beside a memory-bandwidth floor: the bytes
+   the scan must move (u, delta, z, B, C in, y out; plus dy in and du, ddelta, dz, dB, dC out for
+   backward) divided by the bandwidth of a large device-to-device copy measured in the same run.
+3. network: ``algnet`` and ``nafnet32`` on one 1280x720 image, eval and no_grad, fp32 and bf16
+   autocast: median latency after warm-up and peak GPU memory.
+
+Exit status: 0 all passed; 1 a correctness check failed or the correctness section crashed; 2 the
+checks passed but a timing section crashed or ran out of time. ``--json PATH`` also writes results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import statistics
+import sys
+import time
+import traceback
+
+DTYPE_RTOL = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 3e-2}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Exit status: 0 pass, 1 correctness failure, 2 timing error.")
+    parser.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats (~2 minutes)")
+    parser.add_argument("--cpu-interpret", action="store_true",
+                        help="debugging smoke run: correctness section only, CPU tensors, TRITON_INTERPRET=1, tiny shapes")
+    parser.add_argument("--sections", default="correctness,scan,network",
+                        help="comma-separated subset of: correctness, scan, network")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    return parser.parse_args(argv)
+
+
+class SectionTimeout(Exception):
+    pass
+
+
+class Results:
+    def __init__(self):
+        self.checks = []  # (name, passed, detail)
+        self.section_errors = {}  # section -> message
+        self.data = {}
+
+    def check(self, name, passed, detail):
+        self.checks.append((name, passed, detail))
+        print(f"  {'PASS' if passed else 'FAIL'}  {name}: {detail}", flush=True)
+
+
+def run_section(name, fn, budget_s, results):
+    """Runs one section under a wall-clock alarm; records (not raises) its failure."""
+    print(f"\n=== {name} (budget {budget_s:.0f} s) ===", flush=True)
+    start = time.time()
+
+    def on_alarm(signum, frame):
+        raise SectionTimeout(f"{name} ran out of its {budget_s:.0f} s budget")
+
+    use_alarm = hasattr(signal, "SIGALRM")
+    if use_alarm:
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, budget_s)
+    try:
+        fn(start + budget_s * 0.9)
+    except SectionTimeout as err:
+        results.section_errors[name] = str(err)
+        print(f"  ERROR {err}", flush=True)
+    except Exception as err:  # report and move on: the other sections still run
+        results.section_errors[name] = f"{type(err).__name__}: {err}"
+        traceback.print_exc()
+        print(f"  ERROR {name}: {type(err).__name__}: {err}", flush=True)
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        _free_memory()
+    print(f"  ({name} took {time.time() - start:.1f} s)", flush=True)
+
+
+def _free_memory():
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. correctness
+
+
+def make_scan_inputs(shape, device, a_max, delta_scale, seed):
+    """Float64 inputs whose values are exactly representable in bfloat16, so one float64
+    reference is the ground truth for every input dtype."""
+    import torch
+
+    batch, channels, nstate, length = shape
+    g = torch.Generator(device="cpu").manual_seed(seed)
+
+    def exact(t):
+        return t.to(torch.bfloat16).to(torch.float64).to(device)
+
+    return {
+        "u": exact(torch.randn(batch, channels, length, generator=g)),
+        "delta": exact((torch.rand(batch, channels, length, generator=g) - 0.3) * delta_scale),
+        "A": exact(-(0.05 + torch.rand(channels, nstate, generator=g) * a_max)),
+        "B": exact(torch.randn(batch, nstate, length, generator=g)),
+        "C": exact(torch.randn(batch, nstate, length, generator=g)),
+        "D": exact(torch.randn(channels, generator=g)),
+        "z": exact(torch.randn(batch, channels, length, generator=g)),
+        "delta_bias": exact(torch.rand(channels, generator=g) * 0.5),
+    }
+
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+# Tensors cast to the activation dtype; A, D and delta_bias stay float32 as in the Mamba layer.
+ACTIVATIONS = ("u", "delta", "B", "C", "z")
+
+
+def reference_and_grads(inputs, dy):
+    import torch
+
+    from algnet.ops import selective_scan_ref
+
+    args = [inputs[k].clone().requires_grad_() for k in NAMES]
+    y = selective_scan_ref(*args, delta_softplus=True)
+    return y.detach(), torch.autograd.grad(y, args, dy)
+
+
+def check_backend(backend, dtype_name, inputs, dy, y_ref, grads_ref, results, label):
+    import torch
+
+    from algnet.ops import selective_scan
+
+    dtype = getattr(torch, dtype_name)
+    side = torch.float64 if dtype == torch.float64 else torch.float32
+    args = [inputs[k].to(dtype if k in ACTIVATIONS else side).requires_grad_() for k in NAMES]
+    y = selective_scan(*args, delta_softplus=True, backend=backend)
+    grads = torch.autograd.grad(y, args, dy.to(y.dtype))
+    rtol = DTYPE_RTOL[dtype_name]
+    worst, worst_name = 0.0, ""
+    for name, got, want in zip(("y",) + NAMES, (y, *grads), (y_ref, *grads_ref)):
+        err = (got.double() - want).abs().max().item() / (want.abs().max().item() + 1e-30)
+        if not math.isfinite(err):
+            err = math.inf
+        if err > worst:
+            worst, worst_name = err, name
+    results.check(f"{backend:8s} {dtype_name:8s} {label}", worst <= rtol,
+                  f"worst relative error {worst:.2e} ({'d' if worst_name != 'y' else ''}{worst_name}), tolerance {rtol:.0e}")
+
+
+def correctness_section(args, device, results):
+    import torch
+
+    from algnet.ops import backend_status
+
+    if args.cpu_interpret:
+        shapes = [((1, 6, 4, 37), 4.0, 1.0), ((1, 2, 2, 150), 32.0, 6.0), ((2, 3, 2, 1), 2.0, 1.0)]
+        plan = {"triton": ("float64", "float32")}
+        first_only = {}
+    elif args.quick:
+        shapes = [((2, 40, 16, 300), 4.0, 1.0), ((1, 16, 32, 300), 32.0, 6.0), ((3, 8, 4, 1), 2.0, 1.0)]
+        # float64 and bfloat16 only at the first shape: every dtype and shape class is a Triton compile.
+        plan = {"triton": ("float32",), "cuda": ("float32",), "chunked": ("float32",)}
+        first_only = {"triton": ("float64", "bfloat16")}
+    else:
+        shapes = [((2, 40, 16, 1000), 4.0, 1.0), ((1, 64, 32, 2049), 8.0, 1.0), ((1, 16, 32, 700), 32.0, 6.0),
+                  ((3, 8, 4, 1), 2.0, 1.0)]
+        plan = {"triton": ("float64", "float32", "bfloat16"), "cuda": ("float32", "bfloat16"),
+                "chunked": ("float64", "float32")}
+        first_only = {}
+
+    def run(deadline):
+        usable = {}
+        for backend, dtypes in plan.items():
+            ok, reason = backend_status(backend, device)
+            print(f"  backend {backend}: {'available' if ok else 'skipped: ' + reason}", flush=True)
+            if ok:
+                usable[backend] = dtypes
+        if "triton" not in usable:
+            results.check("triton backend available", False, backend_status("triton", device)[1])
+        for i, (shape, a_max, delta_scale) in enumerate(shapes):
+            if time.time() > deadline:
+                print(f"  skipped shape {shape}: out of time", flush=True)
+                results.section_errors.setdefault("correctness", "ran out of time before every shape was checked")
+                continue
+            label = f"B,E,N,L={shape} |A|<={a_max:g}"
+            inputs = make_scan_inputs(shape, device, a_max, delta_scale, seed=i)
+            dy = torch.randn(shape[0], shape[1], shape[3], generator=torch.Generator().manual_seed(100 + i),
+                             dtype=torch.float64).to(device)
+            y_ref, grads_ref = reference_and_grads(inputs, dy)
+            for backend, dtypes in usable.items():
+                for dtype_name in dtypes + (first_only.get(backend, ()) if i == 0 else ()):
+                    try:
+                        check_backend(backend, dtype_name, inputs, dy, y_ref, grads_ref, results, label)
+                    except SectionTimeout:
+                        raise
+                    except Exception as err:
+                        traceback.print_exc()
+                        results.check(f"{backend:8s} {dtype_name:8s} {label}", False, f"raised {type(err).__name__}: {err}")
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. scan speed
+
+
+def cuda_time(fn, warmup, reps, deadline):
+    """Median seconds of ``fn`` over CUDA events, after warm-up; fewer reps if time runs short."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+        if time.time() > deadline:
+            break
+    return statistics.median(times)
+
+
+def copy_bandwidth(device):
+    """Bytes per second of a 1 GiB device-to-device copy (read + write counted)."""
+    import torch
+
+    src = torch.empty(2**28, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    t = cuda_time(lambda: dst.copy_(src), warmup=3, reps=10, deadline=math.inf)
+    del src, dst
+    return 2 * 2**30 / t
+
+
+def scan_section(args, device, results):
+    import torch
+
+    from algnet.ops import backend_status, scan_triton
+
+    lengths = (65_536, 921_600)
+    reps = 3 if args.quick else 10
+    batch, channels, nstate = 1, 64, 32
+
+    def inputs(length, requires_grad):
+        g = torch.Generator(device=device).manual_seed(0)
+        t = {
+            "u": torch.randn(batch, channels, length, device=device, generator=g),
+            "delta": torch.randn(batch, channels, length, device=device, generator=g) * 0.5 - 2,
+            "A": -torch.arange(1, nstate + 1, device=device, dtype=torch.float32).repeat(channels, 1),
+            "B": torch.randn(batch, nstate, length, device=device, generator=g),
+            "C": torch.randn(batch, nstate, length, device=device, generator=g),
+            "D": torch.ones(channels, device=device),
+            "z": torch.randn(batch, channels, length, device=device, generator=g),
+            "delta_bias": torch.full((channels,), -3.0, device=device),
+        }
+        return [t[k].requires_grad_(requires_grad) for k in NAMES]
+
+    def run(deadline):
+        bandwidth = copy_bandwidth(device)
+        print(f"  device-to-device copy bandwidth: {bandwidth / 1e9:.0f} GB/s", flush=True)
+        results.data["copy_bandwidth_GBps"] = bandwidth / 1e9
+        rows = results.data["scan"] = []  # filled as it goes, so a timeout keeps what was measured
+        configs = [(None, None)]
+        if not args.quick:
+            configs += [(4, 256), (16, 64), (8, 256), (16, 128)]
+        candidates = [("triton", cfg) for cfg in configs]
+        for other in ("cuda", "chunked"):
+            if backend_status(other, device)[0]:
+                candidates.append((other, None))
+        for length in lengths:
+            updates = batch * channels * nstate * length
+            fwd_bytes = 4 * (4 * batch * channels * length + 2 * batch * nstate * length)  # u, delta, z, y; B, C
+            bwd_bytes = 4 * (7 * batch * channels * length + 4 * batch * nstate * length)  # + dy, du, ddelta, dz; dB, dC
+            for backend, cfg in candidates:
+                if (cfg[0] is not None or backend != "triton") and length != lengths[0]:
+                    continue  # other tile shapes and backends only at the shorter length
+                if time.time() > deadline:
+                    print(f"  skipped {backend} {cfg} L={length}: out of time", flush=True)
+                    continue
+                name = backend if backend != "triton" else f"triton {cfg[0] or scan_triton.BLOCK_E}x{cfg[1] or scan_triton.CHUNK}"
+                try:
+                    row = _time_scan(backend, cfg, inputs, length, reps, deadline)
+                except SectionTimeout:
+                    raise
+                except Exception as err:
+                    traceback.print_exc()
+                    print(f"  {name} L={length}: ERROR {type(err).__name__}: {err}", flush=True)
+                    results.section_errors.setdefault("scan", f"{name} L={length}: {type(err).__name__}: {err}")
+                    continue
+                row.update(name=name, L=length, fwd_updates_per_s=updates / row["fwd_s"],
+                           fwd_floor_s=fwd_bytes / bandwidth, fwdbwd_floor_s=(fwd_bytes + bwd_bytes) / bandwidth)
+                if row.get("fwdbwd_s"):
+                    row["fwdbwd_updates_per_s"] = updates / row["fwdbwd_s"]
+                rows.append(row)
+                print(f"  {name:18s} L={length:>7d}  fwd {row['fwd_s'] * 1e3:8.2f} ms ({row['fwd_updates_per_s']:.2e} upd/s, "
+                      f"floor {row['fwd_floor_s'] * 1e3:.2f} ms)  fwd+bwd "
+                      + (f"{row['fwdbwd_s'] * 1e3:8.2f} ms ({row['fwdbwd_updates_per_s']:.2e} upd/s, floor {row['fwdbwd_floor_s'] * 1e3:.2f} ms)"
+                         if row.get("fwdbwd_s") else "-"), flush=True)
+                _free_memory()
+
+    def _time_scan(backend, cfg, inputs, length, reps, deadline):
+        from algnet.ops import selective_scan
+
+        if backend == "triton":
+            def scan(*a):
+                return scan_triton.selective_scan(*a, True, block_e=cfg[0], chunk_size=cfg[1])
+        else:
+            def scan(*a):
+                return selective_scan(*a, delta_softplus=True, backend=backend)
+        row = {}
+        with torch.no_grad():
+            a = inputs(length, False)
+            row["fwd_s"] = cuda_time(lambda: scan(*a), warmup=2, reps=reps, deadline=deadline)
+            del a
+        a = inputs(length, True)
+        dy = torch.randn(batch, channels, length, device=device)
+
+        def fwd_bwd():
+            torch.autograd.grad(scan(*a), a, dy)
+
+        torch.cuda.reset_peak_memory_stats()
+        row["fwdbwd_s"] = cuda_time(fwd_bwd, warmup=1, reps=reps, deadline=deadline)
+        row["fwdbwd_peak_GiB"] = torch.cuda.max_memory_allocated() / 2**30
+        return row
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. network
+
+
+def network_section(args, device, results):
+    import torch
+
+    import algnet
+    from algnet.ops import resolve_backend
+
+    reps = 3 if args.quick else 7
+
+    def run(deadline):
+        scan_backend = resolve_backend(None, device)
+        print(f"  scan backend (auto): {scan_backend}; cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, "
+              f"matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}", flush=True)
+        x = torch.rand(1, 3, 720, 1280, device=device)
+        rows = []
+        results.data["network"] = dict(scan_backend=scan_backend, rows=rows)
+        for name in ("algnet", "nafnet32"):
+            model = algnet.create_model(name).to(device).eval()
+            params = sum(p.numel() for p in model.parameters()) / 1e6
+            for precision in ("fp32", "bf16"):
+                if time.time() > deadline:
+                    print(f"  skipped {name} {precision}: out of time", flush=True)
+                    results.section_errors.setdefault("network", "ran out of time before every model was timed")
+                    continue
+                try:
+                    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                        out = model(x)[-1]
+                        finite = bool(torch.isfinite(out).all())
+                        del out
+                        torch.cuda.reset_peak_memory_stats()
+                        seconds = cuda_time(lambda: model(x), warmup=1, reps=reps, deadline=deadline)
+                    peak = torch.cuda.max_memory_allocated() / 2**30
+                except SectionTimeout:
+                    raise
+                except Exception as err:
+                    traceback.print_exc()
+                    results.section_errors.setdefault("network", f"{name} {precision}: {type(err).__name__}: {err}")
+                    print(f"  {name} {precision}: ERROR {type(err).__name__}: {err}", flush=True)
+                    _free_memory()
+                    continue
+                rows.append(dict(model=name, precision=precision, params_M=params, seconds=seconds, peak_GiB=peak,
+                                 finite=finite))
+                print(f"  {name:9s} {precision}: {seconds * 1e3:8.1f} ms  peak {peak:5.2f} GiB  "
+                      f"({params:.1f} M params, output finite: {finite})", flush=True)
+                _free_memory()
+            del model
+            _free_memory()
+        print("\n  model      precision  latency (ms)  peak GPU memory (GiB)   [1280x720, batch 1, median]")
+        for r in rows:
+            print(f"  {r['model']:9s}  {r['precision']:9s}  {r['seconds'] * 1e3:12.1f}  {r['peak_GiB']:21.2f}")
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.cpu_interpret:
+        # Triton picks its interpreter when it is first imported, so this must precede every import.
+        os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import algnet  # noqa: F401
+    except ImportError:  # run from a checkout that is not installed
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+    import torch
+
+    import algnet
+
+    results = Results()
+    wall = time.time()
+    if args.cpu_interpret:
+        device = torch.device("cpu")
+        print("gpu_check --cpu-interpret: SMOKE RUN of the correctness section on CPU tensors in Triton's "
+              "interpreter (tiny shapes, no timings)", flush=True)
+    else:
+        if not torch.cuda.is_available():
+            print("gpu_check: no CUDA device visible to torch; use --cpu-interpret for a CPU smoke run", flush=True)
+            return 1
+        device = torch.device("cuda")
+        props = torch.cuda.get_device_properties(device)
+        print(f"gpu_check on {props.name} ({props.total_memory / 2**30:.0f} GiB), torch {torch.__version__}, "
+              f"CUDA {torch.version.cuda}", flush=True)
+    try:
+        import triton
+
+        print(f"triton {triton.__version__}", flush=True)
+    except ImportError:
+        print("triton: not installed", flush=True)
+    print(f"algnet from {os.path.dirname(algnet.__file__)}", flush=True)
+
+    budgets = {"correctness": 50, "scan": 35, "network": 45} if args.quick else {"correctness": 140, "scan": 130, "network": 170}
+    sections = {"correctness": correctness_section, "scan": scan_section, "network": network_section}
+    wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(wanted) - set(sections)
+    if unknown:
+        print(f"gpu_check: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(sections)}")
+        return 2
+    for name in wanted:
+        if args.cpu_interpret and name != "correctness":
+            print(f"\n=== {name}: skipped (--cpu-interpret runs the correctness section only) ===", flush=True)
+            continue
+        run_section(name, sections[name](args, device, results), budgets[name] if not args.cpu_interpret else 300, results)
+
+    failed = [c for c in results.checks if not c[1]]
+    print(f"\n=== summary ({time.time() - wall:.0f} s) ===")
+    print(f"correctness: {len(results.checks) - len(failed)}/{len(results.checks)} checks passed")
+    for name, _, detail in failed:
+        print(f"  FAILED {name}: {detail}")
+    for name, message in results.section_errors.items():
+        print(f"  section {name}: {message}")
+    correctness_broken = bool(failed) or "correctness" in results.section_errors
+    status = 1 if correctness_broken else (2 if results.section_errors else 0)
+    print("RESULT: " + {0: "PASS", 1: "FAIL (correctness)", 2: "PASS with section errors"}[status], flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(checks=results.checks, section_errors=results.section_errors, status=status, **results.data), f, indent=2)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

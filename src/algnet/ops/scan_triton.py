@@ -10,17 +10,18 @@ loop, so only (BLOCK_E, CHUNK) tiles live in registers and the (L, E, N) state i
 Chunks are independent programs, which fills the GPU even at batch 1 and 64 channels; the state
 entering each chunk comes from the stable two-level form of DESIGN.md section 4:
 
-    1. ``_scan_fwd_kernel`` with LOCAL: scan each chunk from a zero state, keep its end state and
-       its step sum ``S_k = sum_t dt_t`` (the chunk's decay is ``exp(A S_k) <= 1``).
-    2. ``_carry_kernel``: walk the chunks, ``H_k = exp(A S_{k-1}) H_{k-1} + h_end_{k-1}``; these
-       boundary states (one per CHUNK tokens) are what backward keeps.
-    3. ``_scan_fwd_kernel``: rescan each chunk from its boundary state and write ``y``.
+    1. ``scan_fwd`` with LOCAL: the end state of each chunk started from zero,
+       ``sum_t exp(A sum_{s>t} dt_s) dt_t u_t B_t``, and its step sum ``S_k = sum_t dt_t`` (the
+       chunk's decay is ``exp(A S_k) <= 1``).
+    2. ``carry``: walk the chunks, ``H_k = exp(A S_{k-1}) H_{k-1} + h_end_{k-1}``; these boundary
+       states (one per CHUNK tokens) are what backward keeps.
+    3. ``scan_fwd``: scan each chunk from its boundary state and write ``y``.
 
 No exponent is ever positive (products of ``a_t <= 1``), so large ``|A| * dt`` cannot overflow.
 
 Backward (``ybar = dy * silu(z)``): ``g_t = ybar_t C_t + a_{t+1} g_{t+1}`` runs right to left, so
-it gets the same treatment in reverse: a local reverse scan per chunk, a carry pass, then
-``_scan_bwd_kernel`` recomputes ``h`` inside its chunk from the saved boundary state (forward scan)
+it gets the same treatment in reverse: ``grad_local`` (what each chunk sends to its left
+neighbour from a zero start), a reverse ``carry``, then ``scan_bwd`` recomputes ``h`` inside its chunk from the saved boundary state (forward scan)
 and ``g`` (reverse scan) and forms every gradient. It never needs ``h_{t-1}``: ``a_t h_{t-1}`` is
 ``h_t - dt_t u_t B_t`` exactly, which keeps the backward free of divisions by ``a_t``.
 
@@ -301,15 +302,18 @@ def _kernels(interpret: bool):
         bc_offs = pid_b.to(tl.int64) * N * L + offs_t  # (CHUNK,) in (B, N, L)
         dtu = dt * u
         y = tl.zeros([BLOCK_E, CHUNK], dtype=ACC)
-        last = (tl.arange(0, CHUNK) == CHUNK - 1)[None, :]
+        if LOCAL:
+            # Only the end state is needed: h_end = sum_t exp(A * sum_{s>t} dt_s) dt_t u_t B_t, with
+            # every exponent <= 0, so one exp and a sum per element instead of a scan.
+            after = tl.cumsum(dt, axis=1, reverse=True) - dt  # (BLOCK_E, CHUNK) steps after token t
         for n in range(N):
             a_n = tl.load(A_ptr + offs_e * N + n, mask=mask_e, other=0.0).to(ACC)  # (BLOCK_E,)
             b_n = tl.load(B_ptr + bc_offs + n * L, mask=mask_t, other=0.0).to(ACC)  # (CHUNK,)
-            decay, h = tl.associative_scan((tl.exp(dt * a_n[:, None]), dtu * b_n[None, :]), 1, _affine)
             if LOCAL:
-                # Padding tokens have dt = 0 (decay 1, input 0), so the last column is the end state.
-                tl.store(hend_ptr + state_offs + n, tl.sum(tl.where(last, h, 0.0), axis=1), mask=mask_e)
+                hend = tl.sum(tl.exp(after * a_n[:, None]) * dtu * b_n[None, :], axis=1)
+                tl.store(hend_ptr + state_offs + n, hend, mask=mask_e)
             else:
+                decay, h = tl.associative_scan((tl.exp(dt * a_n[:, None]), dtu * b_n[None, :]), 1, _affine)
                 h0 = tl.load(hin_ptr + state_offs + n, mask=mask_e, other=0.0)
                 c_n = tl.load(C_ptr + bc_offs + n * L, mask=mask_t, other=0.0).to(ACC)
                 y += (h + decay * h0[:, None]) * c_n[None, :]
@@ -368,11 +372,13 @@ def _kernels(interpret: bool):
     def grad_local(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dy_ptr, q_ptr, E, L, N,
                    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                    BLOCK_E: tl.constexpr, CHUNK: tl.constexpr, ACC: tl.constexpr):
-        """q[k] = a_{t0} g_{t0} with g scanned right-to-left from zero inside chunk k (t0 its first token)."""
+        """q[k] = a_{t0} g_{t0}, with g run right to left from zero inside chunk k (t0 its first token).
+
+        That is ``sum_t exp(A * sum_{s<=t} dt_s) ybar_t C_t``: one exp and a sum per element.
+        """
         pid_k, pid_e, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         offs_e, offs_t, mask_e, mask_t, mask, offs, u, dt_raw, dt = _tile(
             u_ptr, delta_ptr, bias_ptr, pid_k, pid_e, pid_b, E, L, HAS_BIAS, SOFTPLUS, BLOCK_E, CHUNK, ACC)
-        dt_next = _next_dt(delta_ptr, bias_ptr, offs, offs_e, offs_t, mask_e, L, HAS_BIAS, SOFTPLUS, CHUNK, ACC)
         ybar = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(ACC)
         if HAS_Z:
             zv = tl.load(z_ptr + offs, mask=mask, other=0.0).to(ACC)
@@ -380,12 +386,11 @@ def _kernels(interpret: bool):
         n_chunks = tl.cdiv(L, CHUNK)
         state_offs = ((pid_b.to(tl.int64) * n_chunks + pid_k) * E + offs_e) * N
         bc_offs = pid_b.to(tl.int64) * N * L + offs_t
-        first = (tl.arange(0, CHUNK) == 0)[None, :]
+        upto = tl.cumsum(dt, axis=1)  # (BLOCK_E, CHUNK) steps up to and including token t
         for n in range(N):
             a_n = tl.load(A_ptr + offs_e * N + n, mask=mask_e, other=0.0).to(ACC)[:, None]
             c_n = tl.load(C_ptr + bc_offs + n * L, mask=mask_t, other=0.0).to(ACC)
-            _, g = tl.associative_scan((tl.exp(dt_next * a_n), ybar * c_n[None, :]), 1, _affine, reverse=True)
-            q = tl.sum(tl.where(first, tl.exp(dt * a_n) * g, 0.0), axis=1)
+            q = tl.sum(tl.exp(upto * a_n) * ybar * c_n[None, :], axis=1)
             tl.store(q_ptr + state_offs + n, q, mask=mask_e)
 
     @triton.jit(do_not_specialize=SHAPE_ARGS)

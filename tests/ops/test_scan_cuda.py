@@ -26,6 +26,17 @@ class TestAvailability:
         assert not ok
         assert "mamba_ssm is not installed" in reason and "pip install mamba-ssm" in reason
 
+    def test_interface_without_extension_named(self, monkeypatch):
+        # Upstream's interface module imports selective_scan_cuda at the top.
+        def fake_import(name, *args, **kwargs):
+            err = ModuleNotFoundError("No module named 'selective_scan_cuda'", name="selective_scan_cuda")
+            raise err
+
+        monkeypatch.setattr(scan_cuda.importlib, "import_module", fake_import)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        ok, reason = scan_cuda.is_available(torch.device("cuda"))
+        assert not ok and "without its compiled selective-scan extension" in reason
+
     def test_missing_extension_named(self, monkeypatch):
         # mamba_ssm importable but built without its Mamba-1 kernel: the reason says so.
         fake = type(sys)("fake")

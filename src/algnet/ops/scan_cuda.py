@@ -27,8 +27,11 @@ def _selective_scan_fn():
         missing = getattr(err, "name", None) or "mamba_ssm"
         if missing.startswith("mamba_ssm"):
             raise ImportError(f"mamba_ssm is not installed ({INSTALL_HINT})") from err
+        if missing == "selective_scan_cuda":
+            raise ImportError(f"mamba_ssm is installed without its compiled selective-scan extension "
+                              f"'selective_scan_cuda' ({INSTALL_HINT})") from err
         raise ImportError(f"mamba_ssm is installed but cannot import {missing!r} ({INSTALL_HINT})") from err
-    # Some builds import without the extension and fail only when the kernel is called.
+    # mamba_ssm's interface imports the extension at the top; check anyway in case a build defers it.
     try:
         importlib.import_module("selective_scan_cuda")
     except ImportError as err:
@@ -63,7 +66,10 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if not u.is_cuda:
         raise RuntimeError(f"the cuda scan backend needs CUDA tensors, got {u.device}")
     fn = _selective_scan_fn()
-    # mamba_ssm expects float32 A, D and delta_bias whatever the activations' dtype.
+    # The kernel wants delta, B, C and z in u's dtype and A, D, delta_bias in float32; the casts are
+    # no-ops in the Mamba layer and differentiable otherwise.
+    delta, B, C = (t.to(u.dtype) for t in (delta, B, C))
+    z = None if z is None else z.to(u.dtype)
     D = None if D is None else D.float()
     delta_bias = None if delta_bias is None else delta_bias.float()
     return fn(u, delta, A.float(), B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)

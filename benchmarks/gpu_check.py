@@ -20,6 +20,9 @@ Sections, each with its own time budget, so a failure or a hang in one still let
 3. network: ``algnet`` and ``nafnet32`` on one 1280x720 image, eval and no_grad, fp32 and bf16
    autocast: median latency after warm-up and peak GPU memory.
 
+Each section runs in its own process with a hard timeout (a hung or faulting kernel cannot silence
+the others); budgets: 120 + 110 + 150 s (quick: 45 + 30 + 40 s), plus start-up.
+
 Exit status: 0 all passed; 1 a correctness check failed or the correctness section crashed; 2 the
 checks passed but a timing section crashed or ran out of time. ``--json PATH`` also writes results.
 """
@@ -47,6 +50,7 @@ def parse_args(argv=None):
     parser.add_argument("--sections", default="correctness,scan,network",
                         help="comma-separated subset of: correctness, scan, network")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # run sections in this process
     return parser.parse_args(argv)
 
 
@@ -410,11 +414,68 @@ def network_section(args, device, results):
 # ---------------------------------------------------------------------------------------------
 
 
+BUDGETS = {"correctness": 120, "scan": 110, "network": 150}
+QUICK_BUDGETS = {"correctness": 45, "scan": 30, "network": 40}
+STARTUP_S = 30  # allowance for a child's imports and CUDA start-up, on top of its section budget
+SECTIONS = ("correctness", "scan", "network")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(wanted) - set(SECTIONS)
+    if unknown:
+        print(f"gpu_check: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+        return 2
     if args.cpu_interpret:
         # Triton picks its interpreter when it is first imported, so this must precede every import.
         os.environ["TRITON_INTERPRET"] = "1"
+        args.child = True
+    if not args.child:
+        return run_children(args, wanted)
+    return run_here(args, wanted)
+
+
+def run_children(args, wanted) -> int:
+    """Runs each section in its own process under a hard timeout.
+
+    A hung kernel cannot be interrupted from Python, and a faulting one poisons the CUDA context for
+    the rest of the process; a child per section keeps either from silencing the other sections.
+    """
+    import subprocess
+    import tempfile
+
+    import torch
+
+    results = Results()
+    wall = time.time()
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA device visible to torch; use --cpu-interpret for a CPU smoke run", flush=True)
+        results.checks.append(("CUDA device visible", False, "torch.cuda.is_available() is False"))
+        return summarise(args, results, wall)
+    budgets = QUICK_BUDGETS if args.quick else BUDGETS
+    for name in wanted:
+        with tempfile.TemporaryDirectory() as tmp:
+            out_json = os.path.join(tmp, "section.json")
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", "--sections", name, "--json", out_json]
+            cmd += ["--quick"] if args.quick else []
+            try:
+                proc = subprocess.run(cmd, timeout=budgets[name] + STARTUP_S)
+                if os.path.exists(out_json):
+                    with open(out_json) as f:
+                        child = json.load(f)
+                    results.checks += [tuple(c) for c in child["checks"]]
+                    results.section_errors.update(child["section_errors"])
+                    results.data.update({k: v for k, v in child.items() if k not in ("checks", "section_errors", "status")})
+                else:
+                    results.section_errors[name] = f"the section's process exited with status {proc.returncode} without results"
+            except subprocess.TimeoutExpired:
+                results.section_errors[name] = f"killed after {budgets[name] + STARTUP_S} s (hung?)"
+                print(f"  ERROR {name}: killed after {budgets[name] + STARTUP_S} s", flush=True)
+    return summarise(args, results, wall)
+
+
+def run_here(args, wanted) -> int:
     try:
         import algnet  # noqa: F401
     except ImportError:  # run from a checkout that is not installed
@@ -432,45 +493,48 @@ def main(argv=None) -> int:
     else:
         if not torch.cuda.is_available():
             print("gpu_check: no CUDA device visible to torch; use --cpu-interpret for a CPU smoke run", flush=True)
-            return 1
+            results.section_errors["setup"] = "no CUDA device"
+            results.checks.append(("CUDA device visible", False, "torch.cuda.is_available() is False"))
+            return summarise(args, results, wall)
         device = torch.device("cuda")
         props = torch.cuda.get_device_properties(device)
-        print(f"gpu_check on {props.name} ({props.total_memory / 2**30:.0f} GiB), torch {torch.__version__}, "
+        print(f"[{','.join(wanted)}] on {props.name} ({props.total_memory / 2**30:.0f} GiB), torch {torch.__version__}, "
               f"CUDA {torch.version.cuda}", flush=True)
     try:
         import triton
 
-        print(f"triton {triton.__version__}", flush=True)
+        print(f"triton {triton.__version__}; algnet from {os.path.dirname(algnet.__file__)}", flush=True)
     except ImportError:
-        print("triton: not installed", flush=True)
-    print(f"algnet from {os.path.dirname(algnet.__file__)}", flush=True)
+        print(f"triton: not installed; algnet from {os.path.dirname(algnet.__file__)}", flush=True)
 
-    budgets = {"correctness": 50, "scan": 35, "network": 45} if args.quick else {"correctness": 140, "scan": 130, "network": 170}
+    budgets = QUICK_BUDGETS if args.quick else BUDGETS
     sections = {"correctness": correctness_section, "scan": scan_section, "network": network_section}
-    wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(wanted) - set(sections)
-    if unknown:
-        print(f"gpu_check: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(sections)}")
-        return 2
     for name in wanted:
         if args.cpu_interpret and name != "correctness":
             print(f"\n=== {name}: skipped (--cpu-interpret runs the correctness section only) ===", flush=True)
             continue
         run_section(name, sections[name](args, device, results), budgets[name] if not args.cpu_interpret else 300, results)
+    return summarise(args, results, wall)
 
+
+def summarise(args, results, wall) -> int:
+    """Prints the verdict (and writes --json); returns the exit status."""
     failed = [c for c in results.checks if not c[1]]
+    correctness_broken = bool(failed) or "correctness" in results.section_errors or "setup" in results.section_errors
+    status = 1 if correctness_broken else (2 if results.section_errors else 0)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(checks=results.checks, section_errors=results.section_errors, status=status, **results.data),
+                      f, indent=2)
+    if args.child and not args.cpu_interpret:
+        return status  # the parent prints the summary
     print(f"\n=== summary ({time.time() - wall:.0f} s) ===")
     print(f"correctness: {len(results.checks) - len(failed)}/{len(results.checks)} checks passed")
     for name, _, detail in failed:
         print(f"  FAILED {name}: {detail}")
     for name, message in results.section_errors.items():
         print(f"  section {name}: {message}")
-    correctness_broken = bool(failed) or "correctness" in results.section_errors
-    status = 1 if correctness_broken else (2 if results.section_errors else 0)
     print("RESULT: " + {0: "PASS", 1: "FAIL (correctness)", 2: "PASS with section errors"}[status], flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(checks=results.checks, section_errors=results.section_errors, status=status, **results.data), f, indent=2)
     return status
 
 

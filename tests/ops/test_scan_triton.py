@@ -322,3 +322,11 @@ def test_gpu_check_cpu_interpret_smoke():
                      f"runpy.run_path({GPU_CHECK_SCRIPT!r}, run_name='__main__')")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "RESULT: PASS" in out.stdout and "correctness: 6/6 checks passed" in out.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_gpu_check_without_gpu_fails_clearly():
+    out = _run_clean(f"import runpy, sys; sys.argv = ['gpu_check.py', '--quick']; "
+                     f"runpy.run_path({GPU_CHECK_SCRIPT!r}, run_name='__main__')")
+    assert out.returncode == 1
+    assert "no CUDA device visible" in out.stdout and "RESULT: FAIL" in out.stdout

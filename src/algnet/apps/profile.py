@@ -29,10 +29,10 @@ def add_parser(subparsers) -> None:
                     "latency and peak extra memory of one forward pass at --size.",
     )
     p.add_argument("--models", nargs="+", default=list(PROFILE_MODELS), metavar="NAME", help=f"registered models (default: {' '.join(PROFILE_MODELS)})")
-    p.add_argument("--size", type=_size, default=(720, 1280), metavar="HxW", help="latency/memory input, height x width (default 720x1280)")
+    p.add_argument("--size", type=_size, default=(720, 1280), metavar="HxW", help="latency/memory input, height x width (default 720x1280: the paper's 1280x720 frames)")
     p.add_argument("--mac-size", type=_size, default=(256, 256), metavar="HxW", help="MACs input (default 256x256, the papers')")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs after one warm-up; the median is reported (default 5)")
+    p.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs after warm-up (GPU: one full-size pass; CPU: a 32x32 pass for JIT, then one untimed full-size pass); the median is reported (default 5)")
     p.add_argument("--no-latency", action="store_true", help="params and MACs only")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads for timing (default: torch's)")
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="give up timing one model after S seconds")

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import torch
 
 _CHUNK = 128  # tokens between saved states; the recomputed chunk (h and a) stays in L2
+_TILE = 64  # tokens of B and C copied token-major at a time, so no (B, L, N) copy is made
 _FWD_BLOCK = 16  # channels stepped together per token in forward
 _kernels: dict = {}
 
@@ -141,7 +143,10 @@ def _build(dtype) -> tuple:
         def impl(x):
             e = _exp_neg(-abs(x))
             one = e * 0 + 1
-            return one / (one + e) if x >= 0 else e / (one + e)
+            r = one / (one + e)
+            if x < 0:
+                r = e * r
+            return r
 
         return impl
 
@@ -154,6 +159,20 @@ def _build(dtype) -> tuple:
             tiny, zero = np.float32(1e-30), np.float32(0.0)
             return lambda h: h if abs(h) >= tiny else zero
         return lambda h: h
+
+    def _load_tile(Bm, Cm, b, t0, Btile, Ctile):
+        pass
+
+    @overload(_load_tile, inline="always")
+    def _load_tile_impl(Bm, Cm, b, t0, Btile, Ctile):
+        def impl(Bm, Cm, b, t0, Btile, Ctile):  # B, C (B, N, L) from token t0 into (tile, N) copies
+            nt = min(Btile.shape[0], Bm.shape[2] - t0)
+            for n in range(Bm.shape[1]):
+                for i in range(nt):
+                    Btile[i, n] = Bm[b, n, t0 + i]
+                    Ctile[i, n] = Cm[b, n, t0 + i]
+
+        return impl
 
     def fwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, y, states, chunk, eb, zero):
         nb, E, L = u.shape
@@ -169,15 +188,19 @@ def _build(dtype) -> tuple:
             dtv = np.empty(eb, dtype=A.dtype)
             uv = np.empty(eb, dtype=A.dtype)
             acc = np.empty(eb, dtype=A.dtype)
+            Btile = np.empty((_TILE, N), dtype=A.dtype)  # token-major copies of B and C
+            Ctile = np.empty((_TILE, N), dtype=A.dtype)
             for t in range(L):
                 if save and t % chunk == 0:
                     states[b, t // chunk, e0 : e0 + ne, :] = h[:ne, :]
+                if t % _TILE == 0:
+                    _load_tile(Bm, Cm, b, t, Btile, Ctile)
                 for j in range(ne):  # per-channel scalars of this token, vectorised over the block
                     dt = delta[b, e0 + j, t] + dbias[e0 + j]
                     dtv[j] = _softplus(dt) if softplus else dt
                     uv[j] = u[b, e0 + j, t]
-                Bt = Bm[b, t]
-                Ct = Cm[b, t]
+                Bt = Btile[t % _TILE]
+                Ct = Ctile[t % _TILE]
                 for j in range(ne):
                     dt = dtv[j]
                     dtu = dt * uv[j]
@@ -216,16 +239,19 @@ def _build(dtype) -> tuple:
             carry = np.zeros((eb, N), dtype=A.dtype)  # a_{t+1} * g_{t+1}
             dA_loc = np.zeros((eb, N), dtype=A.dtype)
             dBt = np.empty(N, dtype=A.dtype)
+            Btile = np.empty((chunk, N), dtype=A.dtype)
+            Ctile = np.empty((chunk, N), dtype=A.dtype)
             ybv = np.empty(eb, dtype=A.dtype)  # ybar = dL/dy * silu(z)
             dCt = np.empty(N, dtype=A.dtype)
             for k in range(nchunks - 1, -1, -1):
                 t0 = k * chunk
                 t1 = min(t0 + chunk, L)
                 hbuf[0, :ne, :] = states[b, k, e0 : e0 + ne, :]
+                _load_tile(Bm, Cm, b, t0, Btile, Ctile)
                 for t in range(t0, t1):  # recompute the chunk's states
                     i = t - t0
-                    Bt = Bm[b, t]
-                    Ct = Cm[b, t]
+                    Bt = Btile[i]
+                    Ct = Ctile[i]
                     for j in range(ne):  # per-channel scalars, vectorised over the block
                         dt = delta[b, e0 + j, t] + dbias[e0 + j]
                         dtbuf[i, j] = _softplus(dt) if softplus else dt
@@ -245,8 +271,8 @@ def _build(dtype) -> tuple:
                         ypre[i, j] = acc + D[e0 + j] * uu
                 for t in range(t1 - 1, t0 - 1, -1):  # walk it in reverse
                     i = t - t0
-                    Bt = Bm[b, t]
-                    Ct = Cm[b, t]
+                    Bt = Btile[i]
+                    Ct = Ctile[i]
                     dBt[:] = zero
                     dCt[:] = zero
                     for j in range(ne):  # gate and its gradient, vectorised over the block
@@ -291,11 +317,13 @@ def _build(dtype) -> tuple:
     arr3a, arr3c, arr4c = types.Array(real, 3, "A"), types.Array(real, 3, "C"), types.Array(real, 4, "C")
     arr1, arr2 = types.Array(real, 1, "C"), types.Array(real, 2, "C")
     arr1a = types.Array(real, 1, "A")
-    common = (arr3a, arr3a, arr2, arr3c, arr3c, arr1a, arr3a, arr1a, types.boolean, types.boolean)
+    common = (arr3a, arr3a, arr2, arr3a, arr3a, arr1a, arr3a, arr1a, types.boolean, types.boolean)
     opts = dict(parallel=True, fastmath=True, cache=True, nogil=True)
     fwd_sig = types.void(*common, arr3a, arr4c, types.intp, types.intp, real)
     bwd_sig = types.void(*common, arr3a, arr4c, types.intp, types.intp, real, arr3a, arr3a, arr3a, arr3c, arr2, arr4c, arr4c)
-    return njit(fwd_sig, **opts)(fwd), njit(bwd_sig, **opts)(bwd)
+    with warnings.catch_warnings():  # numba's pedantic SSA note on the inlined branches; harmless
+        warnings.simplefilter("ignore", numba.core.errors.NumbaIRAssumptionWarning)
+        return njit(fwd_sig, **opts)(fwd), njit(bwd_sig, **opts)(bwd)
 
 
 def _get_kernels(dtype: torch.dtype) -> tuple:
@@ -325,11 +353,10 @@ def _np(t: torch.Tensor | None):
 
 
 def _prepare(u, delta, A, B, C, D, z, delta_bias, dtype):
-    """Casts to the compute dtype, keeps (B, E, L) strides, makes B and C token-major (B, L, N)."""
+    """Casts to the compute dtype; every (B, E, L) and (B, N, L) tensor keeps its strides."""
     e = u.shape[1]
     cast = lambda t: t if t.dtype == dtype else t.to(dtype)  # noqa: E731
-    Bm = cast(B).transpose(1, 2).contiguous()  # (B, L, N); a no-op for (B, L, N) views
-    Cm = cast(C).transpose(1, 2).contiguous()  # (B, L, N)
+    Bm, Cm = cast(B), cast(C)  # (B, N, L), any strides: the kernels copy token-major tiles
     D = cast(D) if D is not None else torch.zeros(e, dtype=dtype)
     bias = cast(delta_bias) if delta_bias is not None else torch.zeros(e, dtype=dtype)
     z = cast(z) if z is not None else torch.zeros(1, 1, 1, dtype=dtype)

@@ -38,6 +38,7 @@ Glossary: B batch, E channels (d_inner), N state size (d_state), L tokens, K chu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from types import SimpleNamespace
@@ -99,7 +100,7 @@ def selective_scan(
         block_e: channels per program (a power of two; default BLOCK_E, capped at E's next power).
 
     Returns:
-        y (B, E, L) in u's dtype.
+        y (B, E, L) in u's dtype, computed in float32 (float64 if any input is float64).
     """
     ok, reason = is_available(u.device)
     if not ok:
@@ -123,7 +124,7 @@ class _TritonScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, chunk, block):
         tensors = [None if t is None else t.contiguous() for t in (u, delta, A, B, C, D, z, delta_bias)]
-        with torch.cuda.device(u.device) if u.is_cuda else _nullcontext():
+        with torch.cuda.device(u.device) if u.is_cuda else contextlib.nullcontext():
             y, hin, dtsum = _forward(*tensors, softplus, chunk, block)
         ctx.save_for_backward(*tensors, hin, dtsum)
         ctx.cfg = (softplus, chunk, block)
@@ -132,17 +133,9 @@ class _TritonScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         *tensors, hin, dtsum = ctx.saved_tensors
-        with torch.cuda.device(dy.device) if dy.is_cuda else _nullcontext():
+        with torch.cuda.device(dy.device) if dy.is_cuda else contextlib.nullcontext():
             grads = _backward(*tensors, hin, dtsum, dy.contiguous(), *ctx.cfg)
         return (*grads, None, None, None)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _acc_dtype(*tensors):

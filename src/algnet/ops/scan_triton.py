@@ -7,8 +7,10 @@ Layout. Every program owns one tile of ``BLOCK_E`` channels by ``CHUNK`` tokens 
 the way mamba_ssm's CUDA kernel owns a chunk of tokens per channel: the time axis is parallel inside
 the tile (an associative scan of the affine maps ``h -> a_t h + b_t``) and the state axis ``n`` is a
 loop, so only (BLOCK_E, CHUNK) tiles live in registers and the (L, E, N) state is never stored.
-Chunks are independent programs, which fills the GPU even at batch 1 and 64 channels; the state
-entering each chunk comes from the stable two-level form of DESIGN.md section 4:
+Chunks are independent programs, which fills the GPU even at batch 1 and 64 channels (a grid over
+batch and channel blocks alone, each streaming all L tokens, would be 8 programs on 132 SMs there,
+and the first ALGNet level is exactly that shape); the state entering each chunk comes from the
+stable two-level form of DESIGN.md section 4:
 
     1. ``scan_fwd`` with LOCAL: the end state of each chunk started from zero,
        ``sum_t exp(A sum_{s>t} dt_s) dt_t u_t B_t``, and its step sum ``S_k = sum_t dt_t`` (the

@@ -21,6 +21,7 @@ import os
 
 import torch
 
+from ..errors import AlgnetError
 from .scan_ref import selective_scan_ref
 
 BACKENDS = ("reference", "chunked", "cpu", "triton", "cuda")
@@ -35,8 +36,8 @@ _AUTO_ORDER = {"cpu": ("cpu", "chunked", "reference"), "cuda": ("cuda", "triton"
 ENV_VAR = "ALGNET_SCAN_BACKEND"
 
 
-class BackendUnavailable(RuntimeError):
-    """A requested scan backend cannot run here; the message says why and how to fix it."""
+class BackendUnavailable(AlgnetError, RuntimeError):
+    """A requested scan backend is unknown or cannot run here; the message says why and what to do."""
 
 
 def _module(name: str):
@@ -69,6 +70,9 @@ def resolve_backend(backend: str | None, device: torch.device | str) -> str:
     """Turns ``auto``/None (or the environment override) into a concrete, available backend."""
     device = torch.device(device)
     name = (backend or os.environ.get(ENV_VAR) or "auto").lower()
+    if name not in BACKENDS and name != "auto":
+        source = f"{ENV_VAR}={name}" if not backend else repr(name)
+        raise BackendUnavailable(f"unknown scan backend {source}; choose one of {', '.join(('auto',) + BACKENDS)}")
     if name == "auto":
         for candidate in _AUTO_ORDER.get(device.type, ("chunked", "reference")):
             if backend_status(candidate, device)[0]:

@@ -1,0 +1,129 @@
+"""The chunked PyTorch scan against the reference: outputs, all gradients, dtypes, options, memory."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from algnet.ops import scan_chunked, selective_scan_ref
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+TOL = {torch.float32: dict(rtol=6e-4, atol=2e-3), torch.float64: dict(rtol=1e-9, atol=1e-9)}
+
+
+def make_inputs(b, e, n, l, dtype, seed=0, large=False):
+    """Random inputs; ``large`` gives |A| up to ~33 and dt up to ~8, so dt*|A| exceeds 100."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
+    A = -torch.exp(torch.rand(e, n, generator=g, dtype=dtype) * 3.5)
+    delta = r(b, e, l) + (3.0 if large else -1.0)
+    return dict(u=r(b, e, l), delta=delta, A=A, B=r(b, n, l), C=r(b, n, l), D=r(e), z=r(b, e, l), delta_bias=r(e) * 0.5)
+
+
+def compare(fn, inputs, options, dtype):
+    """Runs fn and the reference on the same leaves and compares y and every gradient."""
+    kwargs = {k: v for k, v in inputs.items() if k in ("u", "delta", "A", "B", "C") or options.get(k, False)}
+    softplus = options.get("softplus", False)
+    if not softplus:  # the scan's contract: dt > 0 (A < 0), as softplus guarantees
+        kwargs["delta"] = torch.nn.functional.softplus(kwargs["delta"])
+    outs = []
+    for f in (fn, selective_scan_ref):
+        leaves = {k: v.clone().requires_grad_() for k, v in kwargs.items()}
+        y = f(**leaves, delta_softplus=softplus)
+        grad_out = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+        grads = torch.autograd.grad(y, list(leaves.values()), grad_out)
+        outs.append((y, dict(zip(leaves, grads))))
+    (y, grads), (y_ref, grads_ref) = outs
+    assert y.dtype == inputs["u"].dtype
+    scale = lambda t: max(1.0, t.abs().max().item())  # noqa: E731
+    tol = TOL[dtype]
+    torch.testing.assert_close(y, y_ref, rtol=tol["rtol"], atol=tol["atol"] * scale(y_ref))
+    for name in grads_ref:
+        torch.testing.assert_close(grads[name], grads_ref[name], rtol=tol["rtol"], atol=tol["atol"] * scale(grads_ref[name]), msg=lambda m: f"d{name}: {m}")
+
+
+OPTIONS = [
+    dict(D=True, z=True, delta_bias=True, softplus=True),
+    dict(),
+    dict(D=True, softplus=True),
+    dict(z=True, delta_bias=True),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "+".join(o) or "plain")
+def test_matches_reference(dtype, options):
+    compare(scan_chunked.selective_scan, make_inputs(2, 5, 4, 37, dtype), options, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("length", [1, 2, 300])  # 300 spans three checkpointed blocks of 128
+def test_lengths(dtype, length):
+    compare(scan_chunked.selective_scan, make_inputs(1, 3, 8, length, dtype, seed=length), OPTIONS[0], dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_large_decay(dtype):
+    inputs = make_inputs(2, 4, 16, 150, dtype, seed=3, large=True)
+    dt = torch.nn.functional.softplus(inputs["delta"] + inputs["delta_bias"][:, None])
+    assert (dt[..., None] * inputs["A"][None, :, None, :]).min() < -100
+    compare(scan_chunked.selective_scan, inputs, OPTIONS[0], dtype)
+
+
+def test_state_size_not_multiple_of_vector_width():
+    compare(scan_chunked.selective_scan, make_inputs(1, 19, 5, 131, torch.float32, seed=4), OPTIONS[0], torch.float32)
+
+
+def test_half_inputs_compute_in_float32():
+    x = make_inputs(1, 4, 8, 20, torch.float32, seed=6)
+    y = scan_chunked.selective_scan(**{k: v.bfloat16() if k in ("u", "delta", "z") else v for k, v in x.items()}, delta_softplus=True)
+    assert y.dtype == torch.bfloat16
+    ref = selective_scan_ref(**{k: v.bfloat16().float() if k in ("u", "delta", "z") else v for k, v in x.items()}, delta_softplus=True)
+    torch.testing.assert_close(y.float(), ref, rtol=1e-2, atol=1e-2 * ref.abs().max().item())
+
+
+def test_gradcheck_float64():
+    x = make_inputs(1, 2, 3, 9, torch.float64, seed=7)
+    leaves = [x[k].clone().requires_grad_() for k in NAMES]
+    assert torch.autograd.gradcheck(lambda *a: scan_chunked.selective_scan(*a, delta_softplus=True), leaves)
+
+
+MEMORY_SCRIPT = """
+import json, resource, sys, torch
+from algnet.ops import {module} as m
+e, n, l = 64, 32, int(sys.argv[1])
+torch.manual_seed(0)
+x = dict(u=torch.randn(1, e, l), delta=torch.randn(1, e, l) - 1, A=-torch.rand(e, n) - 0.5, B=torch.randn(1, n, l),
+         C=torch.randn(1, n, l), D=torch.randn(e), z=torch.randn(1, e, l), delta_bias=torch.randn(e))
+y = m.selective_scan(**{{k: v[..., :8] if v.dim() == 3 else v for k, v in x.items()}}, delta_softplus=True)  # compile
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+y = m.selective_scan(**x, delta_softplus=True)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+extra = (peak - before) / 1024 - y.numel() * y.element_size() / 2**20
+print(json.dumps(dict(extra_mb=extra, finite=bool(torch.isfinite(y).all()))))
+"""
+
+
+def peak_extra_mb(module: str, length: int) -> float:
+    """Peak RSS growth (MB) of one no-grad forward, beyond inputs and one output, in a fresh process."""
+    # A fixed mmap threshold makes glibc return freed blocks at once, so the peak RSS measures
+    # live tensors rather than what the allocator keeps cached.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    script = MEMORY_SCRIPT.format(module=module)
+    out = subprocess.run([sys.executable, "-c", script, str(length)], capture_output=True, text=True, check=True, env=env)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["finite"]
+    return result["extra_mb"]
+
+
+def test_memory_bounded():
+    """L=16,384: a (L, E, N) float32 tensor would be 128 MiB; one block's temporaries ~70 MiB."""
+    assert peak_extra_mb("scan_chunked", 16_384) < 48
+
+
+@pytest.mark.slow
+def test_memory_bounded_full_resolution():
+    assert peak_extra_mb("scan_chunked", 921_600) < 256

@@ -189,16 +189,37 @@ def load_checkpoint(
         state_dict = filter_official_state_dict(state_dict)
     if config is None or name is not None:
         inferred = infer_model_config(state_dict)
-        config = {"name": name or inferred["name"], "kwargs": inferred["kwargs"] if name is None else {}}
-    model = create_model(config["name"], **{**config.get("kwargs", {}), **overrides})
-    result = model.load_state_dict(state_dict, strict=False)
-    if strict and (result.missing_keys or result.unexpected_keys):
-        raise CheckpointError(_mismatch_message(label, config["name"], result.missing_keys, result.unexpected_keys))
+        config = {"name": name or inferred["name"], "kwargs": inferred["kwargs"]}
+        if name is not None:  # keep the named variant's design, take only the sizes from the tensors
+            config["kwargs"] = {k: v for k, v in inferred["kwargs"].items() if k in _SIZE_KWARGS}
+    model = _build(config["name"], {**config.get("kwargs", {}), **overrides}, label)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state_dict and state_dict[k].shape != v.shape]
+    if wrong or (strict and (missing or unexpected)):
+        raise CheckpointError(_mismatch_message(label, config["name"], missing, unexpected, wrong))
+    model.load_state_dict(state_dict, strict=False)
     model.eval()
     return to_tlc(model, train_size) if tlc else model
 
 
-def _mismatch_message(label: str, name: str, missing: list[str], unexpected: list[str]) -> str:
+_SIZE_KWARGS = ("width", "enc_blocks", "mid_blocks", "dec_blocks", "d_state")
+
+
+def _build(name: str, kwargs: dict, label: str) -> nn.Module:
+    try:
+        return create_model(name, **kwargs)
+    except TypeError:
+        # e.g. d_state inferred from tensors, for a model without a Mamba layer
+        sizes = {k: v for k, v in kwargs.items() if k in _SIZE_KWARGS[:4]}
+        return create_model(name, **sizes)
+    except ValueError as err:
+        raise CheckpointError(f"{label}: {err}") from None
+
+
+def _mismatch_message(label: str, name: str, missing: list[str], unexpected: list[str], wrong: list[str] = ()) -> str:
     def show(keys):
         return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
 
@@ -207,6 +228,8 @@ def _mismatch_message(label: str, name: str, missing: list[str], unexpected: lis
         parts.append(f"missing keys: {show(missing)}")
     if unexpected:
         parts.append(f"unexpected keys: {show(unexpected)}")
+    if wrong:
+        parts.append(f"shape mismatch (checkpoint vs model): {show(list(wrong))}")
     return "; ".join(parts)
 
 

@@ -85,16 +85,37 @@ class Mamba(nn.Module):
             return self._forward(hidden_states.float())
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        length = x.shape[1]
-        xz = self.in_proj(x).transpose(1, 2)  # (B, 2E, L)
-        x, z = xz.chunk(2, dim=1)  # (B, E, L) each
-        x = F.silu(self.conv1d(x)[..., :length])  # causal depthwise conv
-        x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, R + 2N)
+        # Channels-last throughout: every projection reads and writes (B, L, *) rows, and the scan
+        # takes (B, E, L) *views* of that memory (the cpu backend keeps their strides and returns
+        # y channels-last), so the layer makes no transposed copy of any (B, L, E) tensor.
+        xz = self.in_proj(x)  # (B, L, 2E)
+        x, z = xz.split(self.d_inner, dim=-1)  # (B, L, E) views
+        x = self._conv_silu(x)  # (B, L, E)
+        x_dbl = self.x_proj(x)  # (B, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # (B, E, L), bias added in the scan
+        dt = dt @ self.dt_proj.weight.t()  # (B, L, E); bias and softplus are fused into the scan
         A = -torch.exp(self.A_log.float())  # (E, N)
         y = selective_scan(
-            x, dt, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z=z,
-            delta_bias=self.dt_proj.bias.float(), delta_softplus=True, backend=self.scan_backend,
+            x.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
+            z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(), delta_softplus=True, backend=self.scan_backend,
         )  # (B, E, L)
         return self.out_proj(y.transpose(1, 2))  # (B, L, D)
+
+    def _conv_silu(self, x: torch.Tensor) -> torch.Tensor:
+        """silu(causal depthwise conv1d) of channels-last tokens (B, L, E) -> (B, L, E)."""
+        weight = self.conv1d.weight[:, 0, :]  # (E, K)
+        if x.device.type == "cpu" and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+            from ..ops import backend_status
+
+            if backend_status("cpu", x.device)[0]:
+                from ..ops.scan_cpu import causal_conv1d_silu
+
+                return causal_conv1d_silu(x, weight, self.conv1d.bias)  # one pass, no copies
+        k, length = self.d_conv, x.shape[1]
+        xp = F.pad(x, (0, 0, k - 1, 0))  # (B, L + K - 1, E), causal left padding
+        out = xp[:, k - 1 :] * weight[:, k - 1]
+        for i in range(k - 1):
+            out = out + xp[:, i : i + length] * weight[:, i]
+        if self.conv1d.bias is not None:
+            out = out + self.conv1d.bias
+        return F.silu(out)

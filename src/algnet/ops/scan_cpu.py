@@ -313,6 +313,26 @@ def _build(dtype) -> tuple:
                     dC_part[blk, b, t, :] = dCt
             dA_part[b, e0 : e0 + ne, :] = dA_loc[:ne, :]
 
+    def conv(x, weight, bias, out, tile):  # weight (K, E): contiguous over channels
+        nb, L, E = x.shape
+        K = weight.shape[0]
+        nE = np.uint64(E)
+        ntiles = (L + tile - 1) // tile
+        for job in prange(nb * ntiles):
+            b = job // ntiles
+            t0 = (job - b * ntiles) * tile
+            for t in range(t0, min(t0 + tile, L)):
+                o = out[b, t]
+                for e in range(nE):
+                    o[e] = bias[e]
+                for k in range(max(0, K - 1 - t), K):
+                    xs = x[b, t - K + 1 + k]
+                    wk = weight[k]
+                    for e in range(nE):
+                        o[e] += wk[e] * xs[e]
+                for e in range(nE):
+                    o[e] = o[e] * _sigmoid(o[e])
+
     real = numba.from_dtype(np.dtype(dtype))
     arr3a, arr3c, arr4c = types.Array(real, 3, "A"), types.Array(real, 3, "C"), types.Array(real, 4, "C")
     arr1, arr2 = types.Array(real, 1, "C"), types.Array(real, 2, "C")
@@ -323,7 +343,8 @@ def _build(dtype) -> tuple:
     bwd_sig = types.void(*common, arr3a, arr4c, types.intp, types.intp, real, arr3a, arr3a, arr3a, arr3c, arr2, arr4c, arr4c)
     with warnings.catch_warnings():  # numba's pedantic SSA note on the inlined branches; harmless
         warnings.simplefilter("ignore", numba.core.errors.NumbaIRAssumptionWarning)
-        return njit(fwd_sig, **opts)(fwd), njit(bwd_sig, **opts)(bwd)
+        conv_sig = types.void(arr3a, arr2, arr1, arr3c, types.intp)
+        return njit(fwd_sig, **opts)(fwd), njit(bwd_sig, **opts)(bwd), njit(conv_sig, **opts)(conv)
 
 
 def _get_kernels(dtype: torch.dtype) -> tuple:
@@ -379,7 +400,7 @@ def _compute_dtype(*tensors) -> torch.dtype:
 
 def _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states: bool):
     dtype = _compute_dtype(u, delta, A, B, C, D, z)
-    fwd, _ = _get_kernels(dtype)
+    fwd = _get_kernels(dtype)[0]
     _set_threads()
     args = _prepare(u, delta, A, B, C, D, z, delta_bias, dtype)
     nb, e, length = u.shape
@@ -405,7 +426,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
     def backward(ctx, dout):
         u, delta, A, Bm, Cm, D, z, bias, states = ctx.saved_tensors
         dtype = u.dtype
-        _, bwd = _get_kernels(dtype)
+        bwd = _get_kernels(dtype)[1]
         _set_threads()
         import numba
 
@@ -442,3 +463,24 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         return _SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     y, _, _ = _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states=False)
     return y.to(u.dtype)
+
+
+def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Inference-only ``silu(causal depthwise conv1d)`` on channels-last tokens, in one pass.
+
+    Args:
+        x: (B, L, E), any strides with unit stride over E (e.g. a slice of in_proj's output).
+        weight: (E, K) taps; ``out[t] = bias + sum_k weight[:, k] * x[t - K + 1 + k]``.
+        bias: (E,) or None.
+
+    Returns:
+        (B, L, E) contiguous. PyTorch's depthwise conv1d needs a (B, E, L) copy in and out and
+        several passes; this is one pass over x.
+    """
+    dtype = x.dtype
+    conv = _get_kernels(dtype)[2]
+    _set_threads()
+    bias = bias if bias is not None else torch.zeros(x.shape[-1], dtype=dtype)
+    out = torch.empty(x.shape, dtype=dtype)
+    conv(x.detach().numpy(), weight.detach().to(dtype).t().contiguous().numpy(), bias.detach().to(dtype).contiguous().numpy(), out.numpy(), 256)
+    return out

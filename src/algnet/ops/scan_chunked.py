@@ -54,9 +54,11 @@ def _scan_block(u, delta, A, B, C, D, z, delta_bias, h0, delta_softplus: bool):
     x = dt5 * u_p.reshape(batch, channels, g, _CHUNK, 1) * Bt  # (B, E, G, T, N)
     diff = l[:, :, :, :, None, :] - l[:, :, :, None, :, :]  # (B, E, G, T_t, T_s, N): l_t - l_s
     causal = torch.ones(_CHUNK, _CHUNK, dtype=torch.bool, device=u.device).tril()[:, :, None]  # s <= t
-    w = torch.exp(diff.masked_fill(~causal, float("-inf")))  # every exponent <= 0
+    # Every exponent used is <= 0; clamping at -60 (exp = 9e-27) keeps denormals, which made the
+    # chunked scan 30x slower on CPU, out of the products, and masking after exp keeps inf out.
+    w = torch.where(causal, torch.exp(diff.clamp(min=-60.0)), 0.0)
     h = (w * x[:, :, :, None, :, :]).sum(4)  # (B, E, G, T, N), local states from zero
-    decay = torch.exp(l)  # (B, E, G, T, N)
+    decay = torch.exp(l.clamp(min=-60.0))  # (B, E, G, T, N)
     carried = []
     state = h0
     for k in range(g):  # level 2: carry the state across the block's chunks

@@ -1,0 +1,66 @@
+"""Whole-network CPU latency: ALGNet against NAFNet-32 on the same image, in the same run.
+
+Each model runs in eval mode under ``torch.no_grad`` after one warm-up pass (which also compiles or
+loads the numba scan kernels); the best of ``--repeats`` timed passes is reported, with the ratio
+and the process's peak RSS after each model. ``--profile`` adds a torch.profiler table of where
+ALGNet's time goes.
+
+    python benchmarks/latency.py                  # 1280x720, the paper's Table 6 size
+    python benchmarks/latency.py --size 256x256
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+
+import algnet
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def time_model(name: str, x: torch.Tensor, repeats: int) -> float:
+    model = algnet.create_model(name).eval()
+    with torch.no_grad():
+        model(x)  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="720x1280", help="HxW (default 720x1280)")
+    parser.add_argument("--models", default="algnet,nafnet32")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's table for the first model")
+    args = parser.parse_args(argv)
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    names = args.models.split(",")
+    print(f"{h}x{w}, torch threads {torch.get_num_threads()}, scan backend {algnet.ops.resolve_backend(None, 'cpu')}")
+    seconds = {}
+    for name in names:
+        seconds[name] = time_model(name, x, args.repeats)
+        print(f"{name:<10} {seconds[name]:8.2f} s   peak RSS so far {peak_rss_gb():.2f} GB", flush=True)
+    if len(names) == 2:
+        print(f"ratio {names[0]}/{names[1]}: {seconds[names[0]] / seconds[names[1]]:.2f}")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        model = algnet.create_model(names[0]).eval()
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(x)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+
+if __name__ == "__main__":
+    main()

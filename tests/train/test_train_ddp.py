@@ -63,7 +63,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, monkeypatch):
     })
     path = tmp_path / "cfg.yaml"
     path.write_text(dump_config(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_THREADING_LAYER": "workqueue"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            "-m", "algnet", "train", str(path), "--out", str(tmp_path / "ddp"), "--device", "cpu"]

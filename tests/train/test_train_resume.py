@@ -51,7 +51,13 @@ def deterministic_cpu():
     before, backend = torch.get_num_threads(), os.environ.get("ALGNET_SCAN_BACKEND")
     torch.set_num_threads(1)
     os.environ["ALGNET_SCAN_BACKEND"] = "reference"
+    # numba's OpenMP pool (used by the Mamba layer's fused inference conv) slows torch's convs
+    # 100x on a busy 2-core machine; workqueue does not (applies if numba has not started a pool yet).
+    own_layer = "NUMBA_THREADING_LAYER" not in os.environ
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     yield
+    if own_layer:
+        os.environ.pop("NUMBA_THREADING_LAYER", None)
     torch.set_num_threads(before)
     if backend is None:
         os.environ.pop("ALGNET_SCAN_BACKEND")
@@ -129,7 +135,7 @@ def test_sigint_saves_and_resume_is_bitwise_exact(reference_run, tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text(dump_config(cfg))
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # reference scan inherited
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "NUMBA_THREADING_LAYER": "workqueue"}  # reference scan inherited
     proc = subprocess.Popen([sys.executable, "-m", "algnet", "train", str(path), "--out", str(out), "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 240

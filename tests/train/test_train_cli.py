@@ -1,0 +1,138 @@
+"""`algnet train` end to end on a tiny config: files written, metrics right, NaN stops cleanly."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from skimage.metrics import peak_signal_noise_ratio
+
+import algnet
+from algnet.cli import main
+from algnet.losses import MultiScaleLoss
+from algnet.train.config import load_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_cpu():
+    """One thread and the sequential reference scan: fastest for 16x16 crops on a busy machine."""
+    before, backend = torch.get_num_threads(), os.environ.get("ALGNET_SCAN_BACKEND")
+    torch.set_num_threads(1)
+    os.environ["ALGNET_SCAN_BACKEND"] = "reference"
+    # numba's OpenMP pool (used by the Mamba layer's fused inference conv) slows torch's convs
+    # 100x on a busy 2-core machine; workqueue does not (applies if numba has not started a pool yet).
+    own_layer = "NUMBA_THREADING_LAYER" not in os.environ
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    yield
+    if own_layer:
+        os.environ.pop("NUMBA_THREADING_LAYER", None)
+    torch.set_num_threads(before)
+    if backend is None:
+        os.environ.pop("ALGNET_SCAN_BACKEND")
+    else:
+        os.environ["ALGNET_SCAN_BACKEND"] = backend
+
+
+def _write_pairs(root: Path, n: int, size: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "blur").mkdir(parents=True)
+    (root / "sharp").mkdir()
+    for i in range(n):
+        sharp = cv2.resize(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(root / "sharp" / f"{i:03d}.png"), sharp)
+        cv2.imwrite(str(root / "blur" / f"{i:03d}.png"), cv2.blur(sharp, (5, 5)))
+    return root
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path) -> Path:
+    train_root = _write_pairs(tmp_path / "train", n=4, size=24, seed=0)
+    val_root = _write_pairs(tmp_path / "val", n=2, size=20, seed=1)  # 20x20: not a multiple of 16
+    cfg = {
+        "model": {"name": "algnet", "kwargs": {"width": 8, "enc_blocks": [1, 1, 1, 1], "mid_blocks": 1,
+                                               "dec_blocks": [1, 1, 1, 1]}},
+        "data": {"train": {"kind": "folders", "root": str(train_root), "crop_size": 16},
+                 "val": {"kind": "folders", "root": str(val_root), "crop_size": None, "flips": False}},
+        "optim": {"lr": 1e-3},
+        "train": {"batch_size": 2, "total_steps": 4, "val_every": 2, "save_every": 2, "log_every": 1, "num_workers": 0},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_train_writes_the_run_folder(tiny_yaml, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(tiny_yaml), "--out", str(out), "--device", "cpu", "--set", "train.seed=3"]) == 0
+    # config.yaml is the resolved config, overrides included, and loads back.
+    resolved = load_config(str(out / "config.yaml"))
+    assert resolved == load_config(str(tiny_yaml), ["train.seed=3"])
+    # One metrics line per validation (steps 2 and 4), with the required fields.
+    lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [2, 4]
+    for m in lines:
+        assert {"step", "psnr", "ssim", "input_psnr", "lr", "loss", "time"} <= set(m)
+        assert all(math.isfinite(m[k]) for k in ("psnr", "ssim", "input_psnr", "lr", "loss"))
+    # input_psnr is skimage's PSNR of the blurred validation images, averaged.
+    val = Path(yaml.safe_load(tiny_yaml.read_text())["data"]["val"]["root"])
+    expected = np.mean([peak_signal_noise_ratio(cv2.imread(str(val / "sharp" / f)) / 255.0,
+                                                cv2.imread(str(val / "blur" / f)) / 255.0, data_range=1)
+                        for f in ("000.png", "001.png")])
+    assert lines[0]["input_psnr"] == pytest.approx(expected, abs=1e-4)
+    assert lines[1]["lr"] == pytest.approx(1e-7)  # cosine reaches min_lr at total_steps
+    # last.pt is plain data; best/last .safetensors rebuild the model.
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == 4
+    best = algnet.load_checkpoint(out / "best.safetensors")
+    last = algnet.load_checkpoint(out / "last.safetensors")
+    for k, v in last.state_dict().items():
+        assert torch.equal(v, state["model"][k])
+    # The best checkpoint scores what metrics.jsonl says it scored.
+    best_step = max(lines, key=lambda m: m["psnr"])
+    x = torch.from_numpy(cv2.imread(str(val / "blur" / "000.png"))[..., ::-1] / 255.0).float().permute(2, 0, 1)[None]
+    y = cv2.imread(str(val / "sharp" / "000.png"))[..., ::-1] / 255.0
+    y2 = cv2.imread(str(val / "sharp" / "001.png"))[..., ::-1] / 255.0
+    x2 = torch.from_numpy(cv2.imread(str(val / "blur" / "001.png"))[..., ::-1] / 255.0).float().permute(2, 0, 1)[None]
+    with torch.no_grad():
+        preds = [best(t)[-1][0].clamp(0, 1).permute(1, 2, 0).numpy() for t in (x, x2)]
+    psnr = np.mean([peak_signal_noise_ratio(g.astype(np.float32), p, data_range=1) for g, p in zip((y, y2), preds)])
+    assert psnr == pytest.approx(best_step["psnr"], abs=1e-3)
+    assert (out / "tb").is_dir()
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_yaml, tmp_path, capsys, monkeypatch):
+    calls = {"n": 0}
+    forward = MultiScaleLoss.forward
+
+    def poisoned(self, outputs, target):
+        calls["n"] += 1
+        loss = forward(self, outputs, target)
+        return loss * float("nan") if calls["n"] >= 3 else loss  # the 3rd step's loss is NaN
+
+    monkeypatch.setattr(MultiScaleLoss, "forward", poisoned)
+    out = tmp_path / "nan"
+    code = main(["train", str(tiny_yaml), "--out", str(out), "--device", "cpu", "--set", "train.save_every=1",
+                 "--set", "data.val=null"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "algnet train: error: the training loss is nan at step 3" in err
+    assert "(step 2) is the last good checkpoint" in err
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    algnet.load_checkpoint(out / "last.safetensors")
+
+
+def test_interrupt_and_errors_are_one_line(tiny_yaml, tmp_path, capsys):
+    assert main(["train", str(tiny_yaml), "--out", str(tmp_path / "x"), "--set", "train.batchsize=2"]) == 2
+    assert "unknown key 'train.batchsize'" in capsys.readouterr().err
+    assert main(["train", "no-such-config"]) == 2
+    assert "no shipped config" in capsys.readouterr().err
+    assert main(["train", str(tiny_yaml), "--out", str(tmp_path / "y"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err

@@ -152,3 +152,17 @@ def test_sigint_saves_and_resume_is_bitwise_exact(reference_run, tmp_path):
     reference = tmp_path / "reference"
     train(cfg, reference, max_steps=stopped + 2, device="cpu")
     assert_bitwise_equal(load_state(out), load_state(reference))
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_resumes_with_its_scaler(reference_run, tmp_path, amp):
+    cfg = copy.deepcopy(reference_run[0])
+    cfg.train.amp = amp
+    train(cfg, tmp_path / "run", max_steps=2, device="cpu")
+    train(cfg, tmp_path / "run", resume=True, max_steps=3, device="cpu")
+    train(cfg, tmp_path / "full", max_steps=3, device="cpu")
+    resumed, full = load_state(tmp_path / "run"), load_state(tmp_path / "full")
+    assert_bitwise_equal(resumed, full)
+    # fp16 keeps a loss scale (GradScaler) in last.pt; bf16 needs none.
+    assert (resumed["scaler"].get("scale") == 65536.0) == (amp == "fp16")
+    assert all(torch.isfinite(v).all() for v in full["model"].values())

@@ -136,3 +136,14 @@ def test_interrupt_and_errors_are_one_line(tiny_yaml, tmp_path, capsys):
     assert "no shipped config" in capsys.readouterr().err
     assert main(["train", str(tiny_yaml), "--out", str(tmp_path / "y"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_synthetic_tiny_learns_to_deblur(tmp_path):
+    """The shipped demo recipe: minutes on a 2-core CPU, >= 2 dB over the blurred held-out photos."""
+    out = tmp_path / "st"
+    assert main(["train", "synthetic-tiny", "--out", str(out), "--device", "cpu"]) == 0
+    final = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    assert final["step"] == load_config("synthetic-tiny").train.total_steps
+    assert final["psnr"] >= final["input_psnr"] + 2.0, final
+    assert (out / "best.safetensors").stat().st_size <= 15e6

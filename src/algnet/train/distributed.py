@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from ..errors import AlgnetError
 
-__all__ = ["DistContext", "setup", "cleanup", "barrier", "all_reduce_sum", "broadcast_object"]
+__all__ = ["DistContext", "setup", "cleanup", "barrier", "all_reduce_sum"]
 
 # Validation runs on rank 0 while the others wait at a barrier; NCCL's default 10-minute timeout
 # would kill a run whose validation set is large, so allow an hour.
@@ -88,11 +88,3 @@ def all_reduce_sum(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
-
-def broadcast_object(ctx: DistContext, obj):
-    """Rank 0's ``obj`` on every rank (used to share a decision such as an error message)."""
-    if not ctx.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

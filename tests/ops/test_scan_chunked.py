@@ -126,6 +126,6 @@ def test_memory_bounded():
 
 @pytest.mark.slow
 def test_memory_bounded_long_sequence():
-    """L=131,072 (a (L, E, N) tensor: 1 GiB). The chunked fallback needs about 5 min for this on
+    """L=131,072 (a (L, E, N) tensor: 1 GiB). The chunked fallback needs about 3 min for this on
     2 cores, and over 15 min at the full-resolution L=921,600; its memory does not grow with L."""
     assert peak_extra_mb("scan_chunked", 131_072) < 64

@@ -158,9 +158,11 @@ class TestDataset:
         assert float((sat["blur"] - clean["blur"]).max()) > 0.1
         assert float((sat["blur"] == 1).float().mean()) > float((clean["blur"] == 1).float().mean())
 
-    def test_crop_larger_than_photo(self):
-        with pytest.raises(AlgnetError, match=r"chelsea\.png is 300x451, smaller than the crop size 320"):
-            SyntheticBlurDataset("val", crop_size=320)[0]
+    def test_photos_smaller_than_the_crop_are_left_out(self):
+        assert "text" in SyntheticBlurDataset("train", crop_size=64).photos  # text.png is 172x448
+        assert "text" not in SyntheticBlurDataset("train", crop_size=256).photos
+        with pytest.raises(AlgnetError, match=r"no bundled val photo is at least 401x401"):
+            SyntheticBlurDataset("val", crop_size=401)  # chelsea 300x451, coffee 400x600
 
     def test_bad_arguments(self):
         with pytest.raises(AlgnetError, match="kernel_size"):

@@ -17,6 +17,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--checkpoint", default=None, help="weights to use instead of the bundled checkpoint")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic blur (default 0)")
+    p.add_argument("--images", type=int, default=4, help="held-out photos blurred with different kernels (default 4)")
+    p.add_argument("--kernel-size", type=int, default=15,
+                   help="blur kernel size in pixels (default 15, as the bundled checkpoint was trained)")
     p.set_defaults(func=run)
 
 
@@ -62,7 +65,8 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    data = SyntheticBlurDataset(split="val", crop_size=None, seed=args.seed, flips=False)
+    data = SyntheticBlurDataset(split="val", crop_size=None, seed=args.seed, flips=False, length=args.images,
+                                kernel_size=args.kernel_size)
     records, rows = [], []
     for i in range(len(data)):
         sample = data[i]

@@ -21,7 +21,7 @@ from .imread import read_rgb
 
 __all__ = ["SyntheticBlurDataset", "make_kernel", "blur_image", "blur_crop", "bundled_photos", "photo_path"]
 
-# Colour photos bundled in skimage/data (no pooch download). motorcycle_left/right are one scene
+# Photos bundled in skimage/data (no pooch download). motorcycle_left/right are one scene
 # from two viewpoints, so both stay in train; chelsea and coffee are held out for validation.
 # retina.jpg is left out: a fundus photo so smooth that a 17-pixel blur of a 256 crop stays above 40 dB.
 _PHOTO_FILES = {
@@ -33,6 +33,15 @@ _PHOTO_FILES = {
     "immunohistochemistry": "ihc.png",
     "chelsea": "chelsea.png",
     "coffee": "coffee.png",
+    # Grey photos and textures, read as three equal channels: blur acts on each channel alike, and
+    # their edges and textures widen what a small training set teaches.
+    "camera": "camera.png",
+    "brick": "brick.png",
+    "grass": "grass.png",
+    "gravel": "gravel.png",
+    "coins": "coins.png",
+    "text": "text.png",
+    "page": "page.png",
 }
 _VAL_PHOTOS = ("chelsea", "coffee")
 _TRAIN_PHOTOS = tuple(n for n in _PHOTO_FILES if n not in _VAL_PHOTOS)
@@ -188,8 +197,12 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
         if noise_sigma < 0 or saturation < 0:
             raise AlgnetError(f"noise_sigma and saturation must be >= 0, got {noise_sigma} and {saturation}")
         self.split = split
-        self.photos = bundled_photos(split)
         self.crop_size = crop_size
+        self._cache: dict[str, np.ndarray] = {}  # decoded photos, uint8
+        # Photos smaller than the crop (e.g. text.png, 172x448, for 256 crops) are left out.
+        self.photos = [n for n in bundled_photos(split) if crop_size is None or min(self._photo(n).shape[:2]) >= crop_size]
+        if not self.photos:
+            raise AlgnetError(f"no bundled {split} photo is at least {crop_size}x{crop_size}")
         self.length = length if length is not None else len(self.photos) * (1 if split == "val" else 8)
         if self.length < 1:
             raise AlgnetError(f"length must be positive, got {self.length}")
@@ -199,7 +212,6 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
         self.saturation = saturation
         self.flips = flips
         self.epoch = 0
-        self._cache: dict[str, np.ndarray] = {}  # decoded photos, uint8, filled on first use per worker
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch of the next training samples; validation samples ignore it."""

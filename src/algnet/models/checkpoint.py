@@ -248,6 +248,9 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, extra: Mapping[st
     os.close(fd)
     try:
         save_file(state, tmp, metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

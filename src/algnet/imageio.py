@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import fileio
 from .errors import AlgnetError
 
 # Extension -> format name; the format decides what a file can hold.
@@ -235,16 +235,8 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, mode: str | None = 
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes to a temporary file beside ``path``, then renames it over ``path`` (never partial)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Writes the file atomically (see :mod:`algnet.fileio`); errors name the file."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        fileio.atomic_write_bytes(path, data)
     except OSError as err:
-        raise AlgnetError(f"{path}: cannot write the image: {err.strerror or err}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        raise AlgnetError(f"{path}: cannot write: {err.strerror or err}") from None

@@ -13,6 +13,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import AlgnetError
+from ..fileio import atomic_path, atomic_write_text
 from .pairing import ScoreItem, ground_truth_items, match_predictions
 from .protocols import check_protocol, read_ground_truth, read_prediction, score_pair
 
@@ -154,7 +155,7 @@ def write_json(result: ScoreResult, path: str | Path, extra: dict | None = None)
     as ``Infinity``, which Python's json reads back)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**result.summary, **(extra or {})}, indent=2) + "\n")
+    atomic_write_text(path, json.dumps({**result.summary, **(extra or {})}, indent=2) + "\n")
     return path
 
 
@@ -164,7 +165,7 @@ def write_csv(result: ScoreResult, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = ["name", *METRICS[result.protocol]]
     columns += [c for c in ("group", "ecc_failed") if any(c in r for r in result.rows)]
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in result.rows:

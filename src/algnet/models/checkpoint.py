@@ -10,7 +10,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import AlgnetError
+from ..fileio import atomic_path
 from .registry import create_model
 from .tlc import to_tlc
 
@@ -244,15 +244,6 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, extra: Mapping[st
     meta = {CONFIG_KEY: json.dumps(config), **(extra or {})}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
     return path

@@ -29,7 +29,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import threading
 import time
 from contextlib import nullcontext
@@ -41,6 +40,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import AlgnetError
+from ..fileio import atomic_path
 from . import distributed as dist_utils
 from .config import Config, DatasetConfig, config_from_dict, config_to_dict, dump_config
 from .distributed import DistContext
@@ -226,17 +226,8 @@ def _autocast(device: torch.device, amp: str):
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _rng_state() -> dict:

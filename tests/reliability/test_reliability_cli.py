@@ -146,3 +146,19 @@ def test_eval_missing_partner(world, tmp_path):
     config.write_text(f"dataset: folders\nroot: {data}\nsplit: test\nprotocol: gopro\n")
     assert_one_line_error(algnet_cli("eval", config, "--checkpoint", world["ckpt"], "--device", "cpu"), "b.png")
     assert_one_line_error(algnet_cli("eval", tmp_path / "nope.yaml", "--checkpoint", world["ckpt"]), "nope.yaml")
+
+
+def test_train_mismatched_pairs_and_bad_config(tmp_path):
+    data = tmp_path / "set"
+    _pairs(data, ["a.png", "b.png", "c.png"], size=(40, 40))
+    (data / "blur" / "c.png").unlink()
+    overrides = ["--set", "model.kwargs={width: 8, enc_blocks: [1, 1, 1, 1], mid_blocks: 1, dec_blocks: [1, 1, 1, 1]}",
+                 "--set", f"data.train={{kind: folders, root: {data}, crop_size: 32}}",
+                 "--set", f"data.val={{kind: folders, root: {data}, crop_size: null}}",
+                 "--set", "train.batch_size=2", "--set", "train.total_steps=2", "--set", "train.num_workers=0"]
+    out = tmp_path / "run"
+    result = algnet_cli("train", "synthetic-tiny", "--out", out, "--device", "cpu", *overrides)
+    assert_one_line_error(result, "c.png")
+    assert not (out / "last.pt").exists()
+    assert_one_line_error(algnet_cli("train", "synthetic-tiny", "--out", out, "--set", "train.batch_sise=2"), "batch_sise")
+    assert_one_line_error(algnet_cli("train", tmp_path / "missing.yaml", "--out", out), "missing.yaml")

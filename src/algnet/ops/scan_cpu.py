@@ -30,7 +30,8 @@ import torch
 
 _CHUNK = 128  # tokens between saved states; the recomputed chunk (h and a) stays in L2
 _TILE = 64  # tokens of B and C copied token-major at a time, so no (B, L, N) copy is made
-_FWD_BLOCK = 16  # channels stepped together per token in forward
+_PREFETCH = 128  # tokens ahead
+_FWD_BLOCK = 64  # channels stepped together per token in forward
 _kernels: dict = {}
 
 
@@ -64,8 +65,12 @@ def _select_threading_layer() -> None:
         numba.config.THREADING_LAYER = "workqueue"
 
 
-def _build(dtype) -> tuple:
-    """Compiles (or loads from numba's cache) the forward and backward kernels for one dtype."""
+def _build(dtype, nstate: int) -> tuple:
+    """Compiles (or loads from numba's cache) the kernels for one dtype and state size.
+
+    The state size is a compile-time constant of the forward's inner loop (fully unrolled, no
+    remainder loop).
+    """
     import numba
     import numpy as np
     from llvmlite import ir
@@ -85,6 +90,24 @@ def _build(dtype) -> tuple:
             return builder.bitcast(args[0], ir.FloatType())
 
         return types.float32(types.int32), codegen
+
+    @intrinsic
+    def _prefetch(typingctx, arr, i, j, k):  # hint: fetch the cache line of arr[i, j, k] (never faults)
+        from numba.core import cgutils
+
+        def codegen(context, builder, signature, args):
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            inds = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], signature.args[1:])]
+            ptr = cgutils.get_item_pointer2(context, builder, ary.data, cgutils.unpack_tuple(builder, ary.shape),
+                                            cgutils.unpack_tuple(builder, ary.strides), aryty.layout, inds)
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+            return context.get_dummy_value()
+
+        return types.void(arr, i, j, k), codegen
 
     def _exp_neg(x):  # exp of x <= 0
         pass
@@ -160,24 +183,83 @@ def _build(dtype) -> tuple:
             return lambda h: h if abs(h) >= tiny else zero
         return lambda h: h
 
+    def _gather(src, b, e0, t0, ne, nt, eb, dst):
+        pass
+
+    @overload(_gather, inline="always")
+    def _gather_impl(src, b, e0, t0, ne, nt, eb, dst):
+        def impl(src, b, e0, t0, ne, nt, eb, dst):  # src[b, e0 + j, t0 + i] -> dst[i * eb + j]
+            tp = min(t0 + _PREFETCH, src.shape[2] - 1)  # the tile after next: memory latency is the cost
+            if src.strides[2] <= src.strides[1]:  # walk memory in order (a 2^k stride thrashes L1)
+                for j in range(ne):
+                    for i in range(0, nt, 16):
+                        _prefetch(src, b, e0 + j, tp + i)
+                    for i in range(nt):
+                        dst[i * eb + j] = src[b, e0 + j, t0 + i]
+            else:
+                for i in range(nt):
+                    for j in range(0, ne, 16):
+                        _prefetch(src, b, e0 + j, tp + i)
+                    for j in range(ne):
+                        dst[i * eb + j] = src[b, e0 + j, t0 + i]
+
+        return impl
+
+    def _scatter(dst, b, e0, t0, ne, nt, eb, src):
+        pass
+
+    @overload(_scatter, inline="always")
+    def _scatter_impl(dst, b, e0, t0, ne, nt, eb, src):
+        def impl(dst, b, e0, t0, ne, nt, eb, src):  # src[i * eb + j] -> dst[b, e0 + j, t0 + i]
+            tp = min(t0 + _PREFETCH, dst.shape[2] - 1)
+            if dst.strides[2] <= dst.strides[1]:
+                for j in range(ne):
+                    for i in range(0, nt, 16):
+                        _prefetch(dst, b, e0 + j, tp + i)
+                    for i in range(nt):
+                        dst[b, e0 + j, t0 + i] = src[i * eb + j]
+            else:
+                for i in range(nt):
+                    for j in range(0, ne, 16):
+                        _prefetch(dst, b, e0 + j, tp + i)
+                    for j in range(ne):
+                        dst[b, e0 + j, t0 + i] = src[i * eb + j]
+
+        return impl
+
     def _load_tile(Bm, Cm, b, t0, Btile, Ctile):
         pass
 
     @overload(_load_tile, inline="always")
     def _load_tile_impl(Bm, Cm, b, t0, Btile, Ctile):
         def impl(Bm, Cm, b, t0, Btile, Ctile):  # B, C (B, N, L) from token t0 into (tile, N) copies
-            nt = min(Btile.shape[0], Bm.shape[2] - t0)
-            for n in range(Bm.shape[1]):
+            nt = np.uint64(min(Btile.shape[0], Bm.shape[2] - t0))
+            nN = np.uint64(Bm.shape[1])
+            ub, ut0 = np.uint64(b), np.uint64(t0)
+            if Bm.strides[1] < Bm.strides[2]:  # token-major memory (the Mamba layer's x_proj split)
                 for i in range(nt):
-                    Btile[i, n] = Bm[b, n, t0 + i]
-                    Ctile[i, n] = Cm[b, n, t0 + i]
+                    for n in range(nN):
+                        Btile[i, n] = Bm[ub, n, ut0 + i]
+                        Ctile[i, n] = Cm[ub, n, ut0 + i]
+            else:
+                tp = min(t0 + _PREFETCH, Bm.shape[2] - 1)
+                for n in range(nN):
+                    for i in range(0, nt, 16):
+                        _prefetch(Bm, b, n, tp + i)
+                        _prefetch(Cm, b, n, tp + i)
+                    for i in range(nt):
+                        Btile[i, n] = Bm[ub, n, ut0 + i]
+                    for i in range(nt):
+                        Ctile[i, n] = Cm[ub, n, ut0 + i]
 
         return impl
+
+    NCONST = nstate  # a closure constant: numba compiles (and caches) one kernel per value
 
     def fwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, y, states, chunk, eb, zero):
         nb, E, L = u.shape
         N = A.shape[1]
-        nN = np.uint64(N)  # unsigned: no negative-index wraparound test in the hot loop
+        nN = NCONST
         nblk = (E + eb - 1) // eb
         save = states.shape[1] > 0
         for job in prange(nb * nblk):
@@ -185,39 +267,64 @@ def _build(dtype) -> tuple:
             e0 = (job - b * nblk) * eb
             ne = min(e0 + eb, E) - e0
             h = np.zeros((eb, N), dtype=A.dtype)
-            dtv = np.empty(eb, dtype=A.dtype)
-            uv = np.empty(eb, dtype=A.dtype)
-            acc = np.empty(eb, dtype=A.dtype)
+            Ab = np.empty((eb, N), dtype=A.dtype)
+            Ab[:ne] = A[e0 : e0 + ne]
+            Ab[ne:] = zero
+            dts = np.zeros(_TILE * eb, dtype=A.dtype)  # token-major (i * eb + j) scratch of the tile
+            dtus = np.zeros(_TILE * eb, dtype=A.dtype)
+            us = np.zeros(_TILE * eb, dtype=A.dtype)
+            ys = np.zeros(_TILE * eb, dtype=A.dtype)
+            zs = np.zeros(_TILE * eb, dtype=A.dtype)
+            Dv = np.zeros(_TILE * eb, dtype=A.dtype)
+            for i in range(_TILE):
+                for j in range(ne):
+                    Dv[i * eb + j] = D[e0 + j]
+            bias = np.zeros(_TILE * eb, dtype=A.dtype)
+            for i in range(_TILE):
+                for j in range(ne):
+                    bias[i * eb + j] = dbias[e0 + j]
             Btile = np.empty((_TILE, N), dtype=A.dtype)  # token-major copies of B and C
             Ctile = np.empty((_TILE, N), dtype=A.dtype)
-            for t in range(L):
-                if save and t % chunk == 0:
-                    states[b, t // chunk, e0 : e0 + ne, :] = h[:ne, :]
-                if t % _TILE == 0:
-                    _load_tile(Bm, Cm, b, t, Btile, Ctile)
-                for j in range(ne):  # per-channel scalars of this token, vectorised over the block
-                    dt = delta[b, e0 + j, t] + dbias[e0 + j]
-                    dtv[j] = _softplus(dt) if softplus else dt
-                    uv[j] = u[b, e0 + j, t]
-                Bt = Btile[t % _TILE]
-                Ct = Ctile[t % _TILE]
-                for j in range(ne):
-                    dt = dtv[j]
-                    dtu = dt * uv[j]
-                    hj = h[j]
-                    Aj = A[e0 + j]
-                    s = zero
-                    for n in range(nN):
-                        hv = _flush(_exp_neg(dt * Aj[n]) * hj[n] + dtu * Bt[n])
-                        hj[n] = hv
-                        s += hv * Ct[n]
-                    acc[j] = s
-                for j in range(ne):
-                    out = acc[j] + D[e0 + j] * uv[j]
-                    if has_z:
-                        zz = z[b, e0 + j, t]
-                        out = out * zz * _sigmoid(zz)
-                    y[b, e0 + j, t] = out
+            for t0 in range(0, L, _TILE):
+                nt = min(_TILE, L - t0)
+                if save and t0 % chunk == 0:
+                    states[b, t0 // chunk, e0 : e0 + ne, :] = h[:ne, :]
+                _load_tile(Bm, Cm, b, t0, Btile, Ctile)
+                _gather(delta, b, e0, t0, ne, nt, eb, dts)  # the tile's u, delta into contiguous scratch
+                _gather(u, b, e0, t0, ne, nt, eb, us)
+                if softplus:  # flat, branch-free loops: vectorised over tokens and channels
+                    for k in range(_TILE * eb):
+                        dt = _softplus(dts[k] + bias[k])
+                        dts[k] = dt
+                        dtus[k] = dt * us[k]
+                else:
+                    for k in range(_TILE * eb):
+                        dt = dts[k] + bias[k]
+                        dts[k] = dt
+                        dtus[k] = dt * us[k]
+                for i in range(nt):
+                    Bt = Btile[i]
+                    Ct = Ctile[i]
+                    for j in range(ne):
+                        dt = dts[i * eb + j]
+                        dtu = dtus[i * eb + j]
+                        hj = h[j]
+                        Aj = Ab[j]
+                        s = zero
+                        for n in range(nN):
+                            hv = _flush(_exp_neg(dt * Aj[n]) * hj[n] + dtu * Bt[n])
+                            hj[n] = hv
+                            s += hv * Ct[n]
+                        ys[i * eb + j] = s
+                if has_z:
+                    _gather(z, b, e0, t0, ne, nt, eb, zs)
+                    for k in range(_TILE * eb):
+                        zz = zs[k]
+                        ys[k] = (ys[k] + Dv[k] * us[k]) * zz * _sigmoid(zz)
+                else:
+                    for k in range(_TILE * eb):
+                        ys[k] = ys[k] + Dv[k] * us[k]
+                _scatter(y, b, e0, t0, ne, nt, eb, ys)
 
     def bwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, dout, states, chunk, eb, zero,
             du_out, ddelta_out, dz_out, dA_part, dD_part, dB_part, dC_part):
@@ -347,12 +454,15 @@ def _build(dtype) -> tuple:
         return njit(fwd_sig, **opts)(fwd), njit(bwd_sig, **opts)(bwd), njit(conv_sig, **opts)(conv)
 
 
-def _get_kernels(dtype: torch.dtype) -> tuple:
-    if dtype not in _kernels:
+def _get_kernels(dtype: torch.dtype, nstate: int | None = None) -> tuple:
+    if nstate is None:  # the conv kernel: any state size's build has it
+        nstate = next((n for d, n in _kernels if d == dtype), 16)
+    key = (dtype, nstate)
+    if key not in _kernels:
         import numpy as np
 
-        _kernels[dtype] = _build(np.float32 if dtype == torch.float32 else np.float64)
-    return _kernels[dtype]
+        _kernels[key] = _build(np.float32 if dtype == torch.float32 else np.float64, nstate)
+    return _kernels[key]
 
 
 def _set_threads() -> None:
@@ -387,11 +497,9 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias, dtype):
 def _forward_blocks(nb: int, e: int) -> int:
     import numba
 
-    eb = _FWD_BLOCK
     threads = numba.get_num_threads()
-    while eb > 4 and nb * math.ceil(e / eb) < 2 * threads:
-        eb //= 2
-    return eb
+    jobs = max(1, math.ceil(threads / nb))  # channel blocks per batch item: one job per thread
+    return min(_FWD_BLOCK, 8 * math.ceil(e / (8 * jobs)))
 
 
 def _compute_dtype(*tensors) -> torch.dtype:
@@ -400,7 +508,7 @@ def _compute_dtype(*tensors) -> torch.dtype:
 
 def _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states: bool):
     dtype = _compute_dtype(u, delta, A, B, C, D, z)
-    fwd = _get_kernels(dtype)[0]
+    fwd = _get_kernels(dtype, A.shape[1])[0]
     _set_threads()
     args = _prepare(u, delta, A, B, C, D, z, delta_bias, dtype)
     nb, e, length = u.shape
@@ -426,7 +534,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
     def backward(ctx, dout):
         u, delta, A, Bm, Cm, D, z, bias, states = ctx.saved_tensors
         dtype = u.dtype
-        bwd = _get_kernels(dtype)[1]
+        bwd = _get_kernels(dtype, A.shape[1])[1]
         _set_threads()
         import numba
 

@@ -83,6 +83,9 @@ def _build(dtype, nstate: int) -> tuple:
     import llvmlite.binding
 
     llvmlite.binding.set_option("", "-runtime-memory-check-threshold=64")
+    width = os.environ.get("ALGNET_SCAN_VW", "16")
+    if width:
+        llvmlite.binding.set_option("", f"-force-vector-width={width}")
 
     @intrinsic
     def _as_float32(typingctx, bits):
@@ -183,13 +186,14 @@ def _build(dtype, nstate: int) -> tuple:
             return lambda h: h if abs(h) >= tiny else zero
         return lambda h: h
 
-    def _gather(src, b, e0, t0, ne, nt, eb, dst):
+    def _gather(src, b, e0, t0, ne, nt, eb, dst, tp):
         pass
 
     @overload(_gather, inline="always")
-    def _gather_impl(src, b, e0, t0, ne, nt, eb, dst):
-        def impl(src, b, e0, t0, ne, nt, eb, dst):  # src[b, e0 + j, t0 + i] -> dst[i * eb + j]
-            tp = min(t0 + _PREFETCH, src.shape[2] - 1)  # the tile after next: memory latency is the cost
+    def _gather_impl(src, b, e0, t0, ne, nt, eb, dst, tp):
+        # src[b, e0 + j, t0 + i] -> dst[i * eb + j]; prefetches the same rows from token tp on (a
+        # later tile: the memory latency, not the copy, was the cost)
+        def impl(src, b, e0, t0, ne, nt, eb, dst, tp):
             if src.strides[2] <= src.strides[1]:  # walk memory in order (a 2^k stride thrashes L1)
                 for j in range(ne):
                     for i in range(0, nt, 16):
@@ -205,13 +209,12 @@ def _build(dtype, nstate: int) -> tuple:
 
         return impl
 
-    def _scatter(dst, b, e0, t0, ne, nt, eb, src):
+    def _scatter(dst, b, e0, t0, ne, nt, eb, src, tp):
         pass
 
     @overload(_scatter, inline="always")
-    def _scatter_impl(dst, b, e0, t0, ne, nt, eb, src):
-        def impl(dst, b, e0, t0, ne, nt, eb, src):  # src[i * eb + j] -> dst[b, e0 + j, t0 + i]
-            tp = min(t0 + _PREFETCH, dst.shape[2] - 1)
+    def _scatter_impl(dst, b, e0, t0, ne, nt, eb, src, tp):
+        def impl(dst, b, e0, t0, ne, nt, eb, src, tp):  # src[i * eb + j] -> dst[b, e0 + j, t0 + i]
             if dst.strides[2] <= dst.strides[1]:
                 for j in range(ne):
                     for i in range(0, nt, 16):
@@ -227,12 +230,12 @@ def _build(dtype, nstate: int) -> tuple:
 
         return impl
 
-    def _load_tile(Bm, Cm, b, t0, Btile, Ctile):
+    def _load_tile(Bm, Cm, b, t0, Btile, Ctile, tp):
         pass
 
     @overload(_load_tile, inline="always")
-    def _load_tile_impl(Bm, Cm, b, t0, Btile, Ctile):
-        def impl(Bm, Cm, b, t0, Btile, Ctile):  # B, C (B, N, L) from token t0 into (tile, N) copies
+    def _load_tile_impl(Bm, Cm, b, t0, Btile, Ctile, tp):
+        def impl(Bm, Cm, b, t0, Btile, Ctile, tp):  # B, C (B, N, L) from token t0 into (tile, N) copies
             nt = np.uint64(min(Btile.shape[0], Bm.shape[2] - t0))
             nN = np.uint64(Bm.shape[1])
             ub, ut0 = np.uint64(b), np.uint64(t0)
@@ -242,7 +245,6 @@ def _build(dtype, nstate: int) -> tuple:
                         Btile[i, n] = Bm[ub, n, ut0 + i]
                         Ctile[i, n] = Cm[ub, n, ut0 + i]
             else:
-                tp = min(t0 + _PREFETCH, Bm.shape[2] - 1)
                 for n in range(nN):
                     for i in range(0, nt, 16):
                         _prefetch(Bm, b, n, tp + i)
@@ -289,9 +291,10 @@ def _build(dtype, nstate: int) -> tuple:
                 nt = min(_TILE, L - t0)
                 if save and t0 % chunk == 0:
                     states[b, t0 // chunk, e0 : e0 + ne, :] = h[:ne, :]
-                _load_tile(Bm, Cm, b, t0, Btile, Ctile)
-                _gather(delta, b, e0, t0, ne, nt, eb, dts)  # the tile's u, delta into contiguous scratch
-                _gather(u, b, e0, t0, ne, nt, eb, us)
+                tp = min(t0 + _PREFETCH, L - 1)
+                _load_tile(Bm, Cm, b, t0, Btile, Ctile, tp)
+                _gather(delta, b, e0, t0, ne, nt, eb, dts, tp)  # the tile's u, delta into contiguous scratch
+                _gather(u, b, e0, t0, ne, nt, eb, us, tp)
                 if softplus:  # flat, branch-free loops: vectorised over tokens and channels
                     for k in range(_TILE * eb):
                         dt = _softplus(dts[k] + bias[k])
@@ -317,20 +320,20 @@ def _build(dtype, nstate: int) -> tuple:
                             s += hv * Ct[n]
                         ys[i * eb + j] = s
                 if has_z:
-                    _gather(z, b, e0, t0, ne, nt, eb, zs)
+                    _gather(z, b, e0, t0, ne, nt, eb, zs, tp)
                     for k in range(_TILE * eb):
                         zz = zs[k]
                         ys[k] = (ys[k] + Dv[k] * us[k]) * zz * _sigmoid(zz)
                 else:
                     for k in range(_TILE * eb):
                         ys[k] = ys[k] + Dv[k] * us[k]
-                _scatter(y, b, e0, t0, ne, nt, eb, ys)
+                _scatter(y, b, e0, t0, ne, nt, eb, ys, tp)
 
     def bwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, dout, states, chunk, eb, zero,
             du_out, ddelta_out, dz_out, dA_part, dD_part, dB_part, dC_part):
         nb, E, L = u.shape
         N = A.shape[1]
-        nN = np.uint64(N)  # unsigned: no negative-index wraparound test in the hot loop
+        nN = NCONST
         nblk = (E + eb - 1) // eb
         nchunks = (L + chunk - 1) // chunk
         one = zero + 1
@@ -339,69 +342,103 @@ def _build(dtype, nstate: int) -> tuple:
             blk = job - b * nblk
             e0 = blk * eb
             ne = min(e0 + eb, E) - e0
-            hbuf = np.empty((chunk + 1, eb, N), dtype=A.dtype)  # hbuf[i + 1] = h at token t0 + i
-            dtbuf = np.empty((chunk, eb), dtype=A.dtype)
-            dspbuf = np.empty((chunk, eb), dtype=A.dtype)  # softplus' (sigmoid of its input)
-            ypre = np.empty((chunk, eb), dtype=A.dtype)  # y before the gate
+            hbuf = np.zeros((chunk + 1, eb, N), dtype=A.dtype)  # hbuf[i + 1] = h at token t0 + i
+            Ab = np.zeros((eb, N), dtype=A.dtype)
+            Ab[:ne] = A[e0 : e0 + ne]
+            m = chunk * eb  # token-major (i * eb + j) scratch of the chunk
+            dts = np.zeros(m, dtype=A.dtype)
+            dsp = np.zeros(m, dtype=A.dtype)  # softplus' (sigmoid of its input)
+            us = np.zeros(m, dtype=A.dtype)
+            dtus = np.zeros(m, dtype=A.dtype)
+            ypre = np.zeros(m, dtype=A.dtype)  # y before the gate, then ybar = dL/dy * silu(z)
+            gos = np.zeros(m, dtype=A.dtype)  # dL/dout, then dz
+            zs = np.zeros(m, dtype=A.dtype)
+            sgb = np.zeros(m, dtype=A.dtype)  # sum_n g*B, then du
+            sdd = np.zeros(m, dtype=A.dtype)  # sum_n g*(A*a*h + u*B), then ddelta
+            Dv = np.zeros(m, dtype=A.dtype)
+            bias = np.zeros(m, dtype=A.dtype)
+            dDv = np.zeros(m, dtype=A.dtype)
+            for i in range(chunk):
+                for j in range(ne):
+                    Dv[i * eb + j] = D[e0 + j]
+                    bias[i * eb + j] = dbias[e0 + j]
             carry = np.zeros((eb, N), dtype=A.dtype)  # a_{t+1} * g_{t+1}
             dA_loc = np.zeros((eb, N), dtype=A.dtype)
-            dBt = np.empty(N, dtype=A.dtype)
             Btile = np.empty((chunk, N), dtype=A.dtype)
             Ctile = np.empty((chunk, N), dtype=A.dtype)
-            ybv = np.empty(eb, dtype=A.dtype)  # ybar = dL/dy * silu(z)
-            dCt = np.empty(N, dtype=A.dtype)
             for k in range(nchunks - 1, -1, -1):
                 t0 = k * chunk
-                t1 = min(t0 + chunk, L)
+                nt = min(t0 + chunk, L) - t0
+                tp = max(t0 - chunk, 0)  # prefetch the next chunk (walked in reverse)
                 hbuf[0, :ne, :] = states[b, k, e0 : e0 + ne, :]
-                _load_tile(Bm, Cm, b, t0, Btile, Ctile)
-                for t in range(t0, t1):  # recompute the chunk's states
-                    i = t - t0
+                _load_tile(Bm, Cm, b, t0, Btile, Ctile, tp)
+                _gather(delta, b, e0, t0, ne, nt, eb, dts, tp)
+                _gather(u, b, e0, t0, ne, nt, eb, us, tp)
+                _gather(dout, b, e0, t0, ne, nt, eb, gos, tp)
+                if has_z:
+                    _gather(z, b, e0, t0, ne, nt, eb, zs, tp)
+                if softplus:  # flat loops over the chunk: vectorised over tokens and channels
+                    for q in range(m):
+                        x = dts[q] + bias[q]
+                        dt = _softplus(x)
+                        dts[q] = dt
+                        dsp[q] = _sigmoid(x) if x <= 20 else one
+                        dtus[q] = dt * us[q]
+                else:
+                    for q in range(m):
+                        dt = dts[q] + bias[q]
+                        dts[q] = dt
+                        dsp[q] = one
+                        dtus[q] = dt * us[q]
+                for i in range(nt):  # recompute the chunk's states
                     Bt = Btile[i]
                     Ct = Ctile[i]
-                    for j in range(ne):  # per-channel scalars, vectorised over the block
-                        dt = delta[b, e0 + j, t] + dbias[e0 + j]
-                        dtbuf[i, j] = _softplus(dt) if softplus else dt
-                        dspbuf[i, j] = _sigmoid(dt) if softplus and dt <= 20 else one
                     for j in range(ne):
-                        dt = dtbuf[i, j]
-                        uu = u[b, e0 + j, t]
-                        dtu = dt * uu
+                        dt = dts[i * eb + j]
+                        dtu = dtus[i * eb + j]
                         hp = hbuf[i, j]
                         hn = hbuf[i + 1, j]
-                        Aj = A[e0 + j]
+                        Aj = Ab[j]
                         acc = zero
                         for n in range(nN):
                             hv = _flush(_exp_neg(dt * Aj[n]) * hp[n] + dtu * Bt[n])
                             hn[n] = hv
                             acc += hv * Ct[n]
-                        ypre[i, j] = acc + D[e0 + j] * uu
-                for t in range(t1 - 1, t0 - 1, -1):  # walk it in reverse
-                    i = t - t0
+                        ypre[i * eb + j] = acc
+                if has_z:  # gate and its gradient; ypre becomes ybar, gos becomes dz
+                    for q in range(m):
+                        zz = zs[q]
+                        sg = _sigmoid(zz)
+                        go = gos[q]
+                        yp = ypre[q] + Dv[q] * us[q]
+                        gos[q] = go * yp * sg * (one + zz * (one - sg))
+                        ypre[q] = go * zz * sg
+                    _scatter(dz_out, b, e0, t0, ne, nt, eb, gos, tp)
+                else:
+                    for q in range(m):
+                        ypre[q] = gos[q]
+                for q in range(m):
+                    dDv[q] += ypre[q] * us[q]
+                for i in range(nt - 1, -1, -1):  # walk the chunk in reverse
+                    t = t0 + i
                     Bt = Btile[i]
                     Ct = Ctile[i]
-                    dBt[:] = zero
-                    dCt[:] = zero
-                    for j in range(ne):  # gate and its gradient, vectorised over the block
-                        go = dout[b, e0 + j, t]
-                        if has_z:
-                            zz = z[b, e0 + j, t]
-                            sg = _sigmoid(zz)
-                            dz_out[b, e0 + j, t] = go * ypre[i, j] * sg * (one + zz * (one - sg))
-                            go = go * zz * sg
-                        ybv[j] = go
+                    dBt = dB_part[blk, b, t]
+                    dCt = dC_part[blk, b, t]
+                    for n in range(nN):
+                        dBt[n] = zero
+                        dCt[n] = zero
                     for j in range(ne):
-                        e = e0 + j
-                        ybar = ybv[j]
-                        uu = u[b, e, t]
-                        dt = dtbuf[i, j]
-                        dtu = dt * uu
-                        dD_part[b, e] += ybar * uu
+                        q = i * eb + j
+                        ybar = ypre[q]
+                        uu = us[q]
+                        dt = dts[q]
+                        dtu = dtus[q]
                         hp = hbuf[i, j]
                         hn = hbuf[i + 1, j]
                         cj = carry[j]
                         dAj = dA_loc[j]
-                        Aj = A[e]
+                        Aj = Ab[j]
                         s_gb = zero
                         s_ddt = zero
                         for n in range(nN):
@@ -414,10 +451,18 @@ def _build(dtype, nstate: int) -> tuple:
                             cj[n] = _flush(a * g)
                             dBt[n] += dtu * g
                             dCt[n] += ybar * hn[n]
-                        du_out[b, e, t] = dt * s_gb + D[e] * ybar
-                        ddelta_out[b, e, t] = s_ddt * dspbuf[i, j]
-                    dB_part[blk, b, t, :] = dBt
-                    dC_part[blk, b, t, :] = dCt
+                        sgb[q] = s_gb
+                        sdd[q] = s_ddt
+                for q in range(m):
+                    sgb[q] = dts[q] * sgb[q] + Dv[q] * ypre[q]
+                    sdd[q] = sdd[q] * dsp[q]
+                _scatter(du_out, b, e0, t0, ne, nt, eb, sgb, tp)
+                _scatter(ddelta_out, b, e0, t0, ne, nt, eb, sdd, tp)
+            for j in range(ne):
+                acc = zero
+                for i in range(chunk):
+                    acc += dDv[i * eb + j]
+                dD_part[b, e0 + j] = acc
             dA_part[b, e0 : e0 + ne, :] = dA_loc[:ne, :]
 
     def conv(x, weight, bias, out, tile):  # weight (K, E): contiguous over channels
@@ -451,7 +496,11 @@ def _build(dtype, nstate: int) -> tuple:
     with warnings.catch_warnings():  # numba's pedantic SSA note on the inlined branches; harmless
         warnings.simplefilter("ignore", numba.core.errors.NumbaIRAssumptionWarning)
         conv_sig = types.void(arr3a, arr2, arr1, arr3c, types.intp)
-        return njit(fwd_sig, **opts)(fwd), njit(bwd_sig, **opts)(bwd), njit(conv_sig, **opts)(conv)
+        try:
+            return njit(fwd_sig, **opts)(fwd), njit(bwd_sig, **opts)(bwd), njit(conv_sig, **opts)(conv)
+        finally:
+            if width:
+                llvmlite.binding.set_option("", "-force-vector-width=0")
 
 
 def _get_kernels(dtype: torch.dtype, nstate: int | None = None) -> tuple:
@@ -541,7 +590,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         nb, e, length = u.shape
         n = A.shape[1]
         # Few channel blocks: dB/dC partials cost (blocks x B x L x N) memory.
-        nblk = max(1, min(math.ceil(e / 8), math.ceil(2 * numba.get_num_threads() / nb)))
+        nblk = max(1, min(math.ceil(e / 8), math.ceil(numba.get_num_threads() / nb)))  # one job per thread
         eb = math.ceil(e / nblk)
         nblk = math.ceil(e / eb)
         dout = dout.to(dtype)

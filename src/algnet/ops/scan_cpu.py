@@ -330,7 +330,7 @@ def _build(dtype, nstate: int) -> tuple:
                 _scatter(y, b, e0, t0, ne, nt, eb, ys, tp)
 
     def bwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, dout, states, chunk, eb, zero,
-            du_out, ddelta_out, dz_out, dA_part, dD_part, dB_part, dC_part):
+            du_out, ddelta_out, dz_out, dA_part, dD_part, dB_part, dC_part, dbias_part):
         nb, E, L = u.shape
         N = A.shape[1]
         nN = NCONST
@@ -358,6 +358,7 @@ def _build(dtype, nstate: int) -> tuple:
             Dv = np.zeros(m, dtype=A.dtype)
             bias = np.zeros(m, dtype=A.dtype)
             dDv = np.zeros(m, dtype=A.dtype)
+            dbv = np.zeros(m, dtype=A.dtype)  # ddelta summed over tokens: the delta bias' gradient
             for i in range(chunk):
                 for j in range(ne):
                     Dv[i * eb + j] = D[e0 + j]
@@ -456,6 +457,7 @@ def _build(dtype, nstate: int) -> tuple:
                 for q in range(m):
                     sgb[q] = dts[q] * sgb[q] + Dv[q] * ypre[q]
                     sdd[q] = sdd[q] * dsp[q]
+                    dbv[q] += sdd[q]
                 _scatter(du_out, b, e0, t0, ne, nt, eb, sgb, tp)
                 _scatter(ddelta_out, b, e0, t0, ne, nt, eb, sdd, tp)
             for j in range(ne):
@@ -463,6 +465,10 @@ def _build(dtype, nstate: int) -> tuple:
                 for i in range(chunk):
                     acc += dDv[i * eb + j]
                 dD_part[b, e0 + j] = acc
+                acc = zero
+                for i in range(chunk):
+                    acc += dbv[i * eb + j]
+                dbias_part[b, e0 + j] = acc
             dA_part[b, e0 : e0 + ne, :] = dA_loc[:ne, :]
 
     def conv(x, weight, bias, out, tile):  # weight (K, E): contiguous over channels
@@ -492,14 +498,23 @@ def _build(dtype, nstate: int) -> tuple:
     common = (arr3a, arr3a, arr2, arr3a, arr3a, arr1a, arr3a, arr1a, types.boolean, types.boolean)
     opts = dict(parallel=True, fastmath=True, cache=True, nogil=True)
     fwd_sig = types.void(*common, arr3a, arr4c, types.intp, types.intp, real)
-    bwd_sig = types.void(*common, arr3a, arr4c, types.intp, types.intp, real, arr3a, arr3a, arr3a, arr3c, arr2, arr4c, arr4c)
+    bwd_sig = types.void(*common, arr3a, arr4c, types.intp, types.intp, real, arr3a, arr3a, arr3a, arr3c, arr2, arr4c, arr4c, arr2)
     with warnings.catch_warnings():  # numba's pedantic SSA note on the inlined branches; harmless
         warnings.simplefilter("ignore", numba.core.errors.NumbaIRAssumptionWarning)
         conv_sig = types.void(arr3a, arr2, arr1, arr3c, types.intp)
+        # A forced width makes LLVM print a 'loop not vectorized' remark to fd 2 for each loop that
+        # keeps scalar code (allocations, strided copies): hide those while compiling.
+        saved = os.dup(2) if width else None
         try:
+            if saved is not None:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 2)
+                os.close(devnull)
             return njit(fwd_sig, **opts)(fwd), njit(bwd_sig, **opts)(bwd), njit(conv_sig, **opts)(conv)
         finally:
-            if width:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
                 llvmlite.binding.set_option("", "-force-vector-width=0")
 
 
@@ -598,17 +613,19 @@ class _SelectiveScanCPU(torch.autograd.Function):
         dz = _like_layout(u, dtype) if ctx.has_z else torch.zeros(1, 1, 1, dtype=dtype)
         dA_part = torch.empty(nb, e, n, dtype=dtype)
         dD_part = torch.zeros(nb, e, dtype=dtype)
+        dbias_part = torch.zeros(nb, e, dtype=dtype)
         dB_part = torch.empty(nblk, nb, length, n, dtype=dtype)
         dC_part = torch.empty(nblk, nb, length, n, dtype=dtype)
         bwd(*map(_np, (u, delta, A, Bm, Cm, D, z, bias)), bool(ctx.delta_softplus), ctx.has_z, _np(dout), _np(states),
             _CHUNK, eb, _np(torch.zeros((), dtype=dtype))[()],
-            _np(du), _np(ddelta), _np(dz), _np(dA_part), _np(dD_part), _np(dB_part), _np(dC_part))
-        dB = dB_part.sum(0).transpose(1, 2)  # (B, N, L); fixed summation order
-        dC = dC_part.sum(0).transpose(1, 2)  # (B, N, L)
-        grads = [du, ddelta, dA_part.sum(0), dB, dC,
-                 dD_part.sum(0) if ctx.has_d else None,
+            _np(du), _np(ddelta), _np(dz), _np(dA_part), _np(dD_part), _np(dB_part), _np(dC_part), _np(dbias_part))
+        dB = (dB_part[0] if nblk == 1 else dB_part.sum(0)).transpose(1, 2)  # (B, N, L); fixed order
+        dC = (dC_part[0] if nblk == 1 else dC_part.sum(0)).transpose(1, 2)
+        first = (lambda t: t[0]) if nb == 1 else (lambda t: t.sum(0))  # noqa: E731  (batch partials)
+        grads = [du, ddelta, first(dA_part), dB, dC,
+                 first(dD_part) if ctx.has_d else None,
                  dz if ctx.has_z else None,
-                 ddelta.sum((0, 2)) if ctx.has_bias else None]
+                 first(dbias_part) if ctx.has_bias else None]
         grads = [g if g is None or dt is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)]
         return (*grads, None)
 

@@ -1,21 +1,38 @@
 """Fused CPU selective scan: numba kernels, forward and backward, nothing to compile by hand.
 
 The (E-block, N) state stays in L1 while the kernel streams over tokens; jobs are (batch, block of
-channels) pairs run with ``numba.prange``. Per token a whole block of channels is stepped, so
-``B_t`` and ``C_t`` (shared by all channels) are read once per block rather than once per channel.
-Choices that each paid several-fold here (DESIGN.md section 4):
+channels) pairs run with ``numba.prange``, one job per thread where the batch is small. Per token a
+whole block of channels is stepped, so ``B_t`` and ``C_t`` (shared by all channels) are read once
+per block rather than once per channel. Choices that each paid here (DESIGN.md section 4):
 
 - exp(dt*A) for float32 is a range reduction plus a degree-6 polynomial that LLVM vectorises
   across N (the library exp is a scalar call; numba's SVML is absent from the PyPI wheels).
   float64 keeps ``np.exp``: it is the accuracy path used by tests and gradcheck.
 - dt*A is clamped at -80 (exp underflows there anyway) and float32 states below 1e-30 are flushed
-  to zero, so no denormal is ever carried from token to token.
-- delta bias + softplus, the D skip and the silu(z) gate are fused into the kernel.
-- u, delta, z (and the output) may have any strides: the Mamba layer hands channels-last views
-  ``(B, L, E).transpose(1, 2)`` and gets a channels-last output back, with no copy.
+  to zero, so no denormal is ever carried from token to token (|A| x 100 with dt ~ 5, or u = 0,
+  run at the normal speed).
+- Work per token per channel that is not the N loop (delta gather, bias + softplus, dt*u, the D
+  skip, the silu(z) gate and its gradient, du/ddelta) runs as flat loops over a tile of tokens
+  (forward, ``_TILE``) or a chunk (backward) in contiguous token-major scratch, vectorised over
+  tokens and channels, before or after the recurrence. Inline per token it cost as much as the
+  recurrence itself (scalar softplus and sigmoid with divisions).
+- u, delta, z, dout (and the outputs) may have any strides: the Mamba layer hands channels-last
+  views ``(B, L, E).transpose(1, 2)``. The gathers walk memory in address order whichever layout
+  comes (a (B, E, L) tensor read channel-inner strides by 2^k bytes and thrashed L1), and
+  prefetch the next tile (``llvm.prefetch``): cache misses on these streams, not arithmetic, were
+  a third of the forward's time.
+- N is a compile-time constant (one cached kernel per state size) and the kernels are compiled
+  with ``-force-vector-width=16`` (512-bit vectors on AVX-512 machines; LLVM otherwise prefers
+  256): +20-25% on the recurrence.
 - Backward saves the state at every ``_CHUNK``-th token in forward, recomputes the chunk's states
   in backward and walks it in reverse; dB/dC are reduced over channels in per-job partial buffers
-  summed in a fixed order, so gradients are deterministic.
+  summed in a fixed order, and the delta-bias and D gradients are summed in the kernel, so
+  gradients are deterministic.
+
+Measured (B=1, E=64, N=32, L=65,536, float32, delta_softplus, z; one core's worth of CPU time;
+the box's second core was busy with another job): forward 0.95e9 -> 2.1e9 state updates per
+CPU-second, forward+backward 0.27e9 -> 0.44e9. The recurrence alone, as a standalone numba loop,
+reaches ~3.2e9 (256-bit) / ~4.0e9 (512-bit) per core; the backward is the part left to tune.
 
 Glossary as in :mod:`.scan_ref`: B batch, E channels, N state size, L tokens.
 """

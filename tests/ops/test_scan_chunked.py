@@ -10,47 +10,7 @@ import torch
 
 from algnet.ops import scan_chunked, selective_scan_ref
 
-NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
-TOL = {torch.float32: dict(rtol=6e-4, atol=2e-3), torch.float64: dict(rtol=1e-9, atol=1e-9)}
-
-
-def make_inputs(b, e, n, l, dtype, seed=0, large=False):
-    """Random inputs; ``large`` gives |A| up to ~33 and dt up to ~8, so dt*|A| exceeds 100."""
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
-    A = -torch.exp(torch.rand(e, n, generator=g, dtype=dtype) * 3.5)
-    delta = r(b, e, l) + (3.0 if large else -1.0)
-    return dict(u=r(b, e, l), delta=delta, A=A, B=r(b, n, l), C=r(b, n, l), D=r(e), z=r(b, e, l), delta_bias=r(e) * 0.5)
-
-
-def compare(fn, inputs, options, dtype):
-    """Runs fn and the reference on the same leaves and compares y and every gradient."""
-    kwargs = {k: v for k, v in inputs.items() if k in ("u", "delta", "A", "B", "C") or options.get(k, False)}
-    softplus = options.get("softplus", False)
-    if not softplus:  # the scan's contract: dt > 0 (A < 0), as softplus guarantees
-        kwargs["delta"] = torch.nn.functional.softplus(kwargs["delta"])
-    outs = []
-    for f in (fn, selective_scan_ref):
-        leaves = {k: v.clone().requires_grad_() for k, v in kwargs.items()}
-        y = f(**leaves, delta_softplus=softplus)
-        grad_out = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
-        grads = torch.autograd.grad(y, list(leaves.values()), grad_out)
-        outs.append((y, dict(zip(leaves, grads))))
-    (y, grads), (y_ref, grads_ref) = outs
-    assert y.dtype == inputs["u"].dtype
-    scale = lambda t: max(1.0, t.abs().max().item())  # noqa: E731
-    tol = TOL[dtype]
-    torch.testing.assert_close(y, y_ref, rtol=tol["rtol"], atol=tol["atol"] * scale(y_ref))
-    for name in grads_ref:
-        torch.testing.assert_close(grads[name], grads_ref[name], rtol=tol["rtol"], atol=tol["atol"] * scale(grads_ref[name]), msg=lambda m: f"d{name}: {m}")
-
-
-OPTIONS = [
-    dict(D=True, z=True, delta_bias=True, softplus=True),
-    dict(),
-    dict(D=True, softplus=True),
-    dict(z=True, delta_bias=True),
-]
+from scan_cases import NAMES, OPTIONS, compare, make_inputs
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

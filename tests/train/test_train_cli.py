@@ -2,12 +2,12 @@
 
 import json
 import math
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from train_cases import make_pairs, one_thread_reference_scan
 import torch
 import yaml
 from skimage.metrics import peak_signal_noise_ratio
@@ -20,33 +20,12 @@ from algnet.train.config import load_config
 
 @pytest.fixture(autouse=True, scope="module")
 def fast_cpu():
-    """One thread and the sequential reference scan: fastest for 16x16 crops on a busy machine."""
-    before, backend = torch.get_num_threads(), os.environ.get("ALGNET_SCAN_BACKEND")
-    torch.set_num_threads(1)
-    os.environ["ALGNET_SCAN_BACKEND"] = "reference"
-    # numba's OpenMP pool (used by the Mamba layer's fused inference conv) slows torch's convs
-    # 100x on a busy 2-core machine; workqueue does not (applies if numba has not started a pool yet).
-    own_layer = "NUMBA_THREADING_LAYER" not in os.environ
-    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-    yield
-    if own_layer:
-        os.environ.pop("NUMBA_THREADING_LAYER", None)
-    torch.set_num_threads(before)
-    if backend is None:
-        os.environ.pop("ALGNET_SCAN_BACKEND")
-    else:
-        os.environ["ALGNET_SCAN_BACKEND"] = backend
+    with one_thread_reference_scan():
+        yield
 
 
 def _write_pairs(root: Path, n: int, size: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    (root / "blur").mkdir(parents=True)
-    (root / "sharp").mkdir()
-    for i in range(n):
-        sharp = cv2.resize(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)
-        cv2.imwrite(str(root / "sharp" / f"{i:03d}.png"), sharp)
-        cv2.imwrite(str(root / "blur" / f"{i:03d}.png"), cv2.blur(sharp, (5, 5)))
-    return root
+    return make_pairs(root, n, size, seed)
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
+from train_cases import make_pairs
 import torch
 
 from algnet.train.config import config_from_dict, dump_config
@@ -22,14 +21,7 @@ def _free_port() -> int:
 
 
 def _pairs(root: Path, n: int = 8, size: int = 24) -> Path:
-    rng = np.random.default_rng(1)
-    (root / "blur").mkdir(parents=True)
-    (root / "sharp").mkdir()
-    for i in range(n):
-        sharp = cv2.resize(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)
-        cv2.imwrite(str(root / "sharp" / f"{i:03d}.png"), sharp)
-        cv2.imwrite(str(root / "blur" / f"{i:03d}.png"), cv2.blur(sharp, (5, 5)))
-    return root
+    return make_pairs(root, n, size, seed=1)
 
 
 def _gradient_free_parameters(cfg) -> set[str]:

@@ -8,9 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
+from train_cases import make_pairs, one_thread_reference_scan
 import torch
 
 from algnet.errors import AlgnetError
@@ -21,16 +20,7 @@ TINY_MODEL = {"name": "algnet", "kwargs": {"width": 8, "enc_blocks": [1, 1, 1, 1
                                            "dec_blocks": [1, 1, 1, 1]}}
 
 
-def make_pairs(root: Path, n: int = 6, size: int = 24, seed: int = 0) -> Path:
-    """Writes n blurred/sharp PNG pairs (a box blur of smooth random images) in the 'folders' layout."""
-    rng = np.random.default_rng(seed)
-    (root / "blur").mkdir(parents=True)
-    (root / "sharp").mkdir()
-    for i in range(n):
-        sharp = cv2.resize(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)
-        cv2.imwrite(str(root / "sharp" / f"{i:03d}.png"), sharp)
-        cv2.imwrite(str(root / "blur" / f"{i:03d}.png"), cv2.blur(sharp, (5, 5)))
-    return root
+
 
 
 def tiny_config(data_root: Path, **train):
@@ -45,24 +35,8 @@ def tiny_config(data_root: Path, **train):
 
 @pytest.fixture(autouse=True, scope="module")
 def deterministic_cpu():
-    """Bitwise equality needs the same float summation order in every segment: the same thread
-    count (one, also the fastest for these tiny tensors on a busy machine) and the sequential
-    reference scan (the parallel numba scan's first call in a process rounds differently)."""
-    before, backend = torch.get_num_threads(), os.environ.get("ALGNET_SCAN_BACKEND")
-    torch.set_num_threads(1)
-    os.environ["ALGNET_SCAN_BACKEND"] = "reference"
-    # numba's OpenMP pool (used by the Mamba layer's fused inference conv) slows torch's convs
-    # 100x on a busy 2-core machine; workqueue does not (applies if numba has not started a pool yet).
-    own_layer = "NUMBA_THREADING_LAYER" not in os.environ
-    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-    yield
-    if own_layer:
-        os.environ.pop("NUMBA_THREADING_LAYER", None)
-    torch.set_num_threads(before)
-    if backend is None:
-        os.environ.pop("ALGNET_SCAN_BACKEND")
-    else:
-        os.environ["ALGNET_SCAN_BACKEND"] = backend
+    with one_thread_reference_scan():
+        yield
 
 
 def load_state(out: Path) -> dict:

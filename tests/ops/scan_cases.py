@@ -1,5 +1,10 @@
 """Inputs and the reference comparison shared by the scan backends' tests."""
 
+import json
+import os
+import subprocess
+import sys
+
 import torch
 
 from algnet.ops import selective_scan_ref
@@ -45,3 +50,31 @@ OPTIONS = [
     dict(D=True, softplus=True),
     dict(z=True, delta_bias=True),
 ]
+
+
+MEMORY_SCRIPT = """
+import json, resource, sys, torch
+from algnet.ops import {module} as m
+e, n, l = 64, 32, int(sys.argv[1])
+torch.manual_seed(0)
+x = dict(u=torch.randn(1, e, l), delta=torch.randn(1, e, l) - 1, A=-torch.rand(e, n) - 0.5, B=torch.randn(1, n, l),
+         C=torch.randn(1, n, l), D=torch.randn(e), z=torch.randn(1, e, l), delta_bias=torch.randn(e))
+y = m.selective_scan(**{{k: v[..., :8] if v.dim() == 3 else v for k, v in x.items()}}, delta_softplus=True)  # compile
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+y = m.selective_scan(**x, delta_softplus=True)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+extra = (peak - before) / 1024 - y.numel() * y.element_size() / 2**20
+print(json.dumps(dict(extra_mb=extra, finite=bool(torch.isfinite(y).all()))))
+"""
+
+
+def peak_extra_mb(module: str, length: int) -> float:
+    """Peak RSS growth (MB) of one no-grad forward, beyond inputs and one output, in a fresh process."""
+    # A fixed mmap threshold makes glibc return freed blocks at once, so the peak RSS measures
+    # live tensors rather than what the allocator keeps cached.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    script = MEMORY_SCRIPT.format(module=module)
+    out = subprocess.run([sys.executable, "-c", script, str(length)], capture_output=True, text=True, check=True, env=env)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["finite"]
+    return result["extra_mb"]

@@ -1,9 +1,5 @@
 """The numba CPU scan against the reference: outputs, all gradients, dtypes, options and memory."""
 
-import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,7 +9,7 @@ from algnet.ops import scan_cpu, selective_scan_ref
 
 pytestmark = pytest.mark.skipif(not scan_cpu.is_available(torch.device("cpu"))[0], reason="numba is not installed")
 
-from scan_cases import NAMES, OPTIONS, compare, make_inputs
+from scan_cases import NAMES, OPTIONS, compare, make_inputs, peak_extra_mb
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -97,34 +93,6 @@ def test_fast_after_torch_ops():
         after = timed()
     assert numba.threading_layer() in ("omp", "workqueue")
     assert after < 3 * quiet + 0.05, (quiet, after)
-
-
-MEMORY_SCRIPT = """
-import json, resource, sys, torch
-from algnet.ops import {module} as m
-e, n, l = 64, 32, int(sys.argv[1])
-torch.manual_seed(0)
-x = dict(u=torch.randn(1, e, l), delta=torch.randn(1, e, l) - 1, A=-torch.rand(e, n) - 0.5, B=torch.randn(1, n, l),
-         C=torch.randn(1, n, l), D=torch.randn(e), z=torch.randn(1, e, l), delta_bias=torch.randn(e))
-y = m.selective_scan(**{{k: v[..., :8] if v.dim() == 3 else v for k, v in x.items()}}, delta_softplus=True)  # compile
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-y = m.selective_scan(**x, delta_softplus=True)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-extra = (peak - before) / 1024 - y.numel() * y.element_size() / 2**20
-print(json.dumps(dict(extra_mb=extra, finite=bool(torch.isfinite(y).all()))))
-"""
-
-
-def peak_extra_mb(module: str, length: int) -> float:
-    """Peak RSS growth (MB) of one no-grad forward, beyond inputs and one output, in a fresh process."""
-    # A fixed mmap threshold makes glibc return freed blocks at once, so the peak RSS measures
-    # live tensors rather than what the allocator keeps cached.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    script = MEMORY_SCRIPT.format(module=module)
-    out = subprocess.run([sys.executable, "-c", script, str(length)], capture_output=True, text=True, check=True, env=env)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["finite"]
-    return result["extra_mb"]
 
 
 def test_memory_bounded():

@@ -171,3 +171,69 @@ class TestDataset:
             SyntheticBlurDataset(noise_sigma=-1)
         with pytest.raises(IndexError):
             SyntheticBlurDataset("val")[2]
+
+
+class TestAugmentations:
+    """scale_range, rot90 and shuffle_channels, each against the sample drawn without it."""
+
+    def _pair(self, **kw):
+        base = SyntheticBlurDataset(split="train", crop_size=48, length=16, kernel_size=7, flips=False, seed=3)
+        return base, SyntheticBlurDataset(split="train", crop_size=48, length=16, kernel_size=7, flips=False, seed=3, **kw)
+
+    def test_off_by_default_draws_nothing_more(self):
+        base, same = self._pair(scale_range=None, rot90=False, shuffle_channels=False)
+        for i in (0, 5):
+            assert torch.equal(base[i]["blur"], same[i]["blur"]) and torch.equal(base[i]["sharp"], same[i]["sharp"])
+
+    def test_scale_range_shrinks_the_photo_with_area_interpolation(self):
+        import cv2
+
+        from algnet.data.datasets import random_crop_box, sample_rng
+
+        data = SyntheticBlurDataset(split="train", crop_size=48, length=8, kernel_size=7, flips=False, seed=3,
+                                    scale_range=(0.4, 0.6))
+        for i in range(len(data)):
+            rng = sample_rng(3, 0, i)
+            kernel = make_kernel(rng, 7)
+            photo = data._photo(data.photos[i % len(data.photos)])
+            factor = max(rng.uniform(0.4, 0.6), 48 / min(photo.shape[:2]))
+            h, w = photo.shape[:2]
+            small = cv2.resize(photo, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
+            box = random_crop_box(rng, *small.shape[:2], 48, "x")
+            sharp, blurred = blur_crop(small, kernel, box)
+            sample = data[i]
+            np.testing.assert_array_equal(sample["sharp"].numpy(), sharp.transpose(2, 0, 1))
+            np.testing.assert_allclose(sample["blur"].numpy(), np.clip(blurred, 0, 1).transpose(2, 0, 1), atol=1e-7)
+            assert small.shape[0] < h and min(small.shape[:2]) >= 48
+
+    def test_rot90_transposes_about_half_the_samples(self):
+        base, rotated = self._pair(rot90=True)
+        transposed = 0
+        for i in range(len(base)):
+            b, r = base[i], rotated[i]
+            if torch.equal(b["sharp"], r["sharp"]):
+                assert torch.equal(b["blur"], r["blur"])
+            else:
+                assert torch.equal(b["sharp"].transpose(1, 2), r["sharp"])
+                assert torch.equal(b["blur"].transpose(1, 2), r["blur"])
+                transposed += 1
+        assert 3 <= transposed <= 13
+
+    def test_shuffle_channels_permutes_both_images_alike(self):
+        base, shuffled = self._pair(shuffle_channels=True)
+        orders = set()
+        for i in range(len(base)):
+            b, s = base[i], shuffled[i]
+            rgb = [c for c in range(3) if not torch.equal(b["sharp"][c], b["sharp"][(c + 1) % 3])]
+            if not rgb:
+                continue  # a grey photo: every order looks alike
+            order = [next(k for k in range(3) if torch.equal(s["sharp"][c], b["sharp"][k])) for c in range(3)]
+            assert sorted(order) == [0, 1, 2]
+            assert torch.equal(s["blur"], b["blur"][order])
+            orders.add(tuple(order))
+        assert len(orders) >= 2
+
+    @pytest.mark.parametrize("bad", [(0.0, 1.0), (0.8, 0.5), (0.5, 1.5), (0.5,)])
+    def test_bad_scale_range(self, bad):
+        with pytest.raises(AlgnetError, match="scale_range"):
+            SyntheticBlurDataset(split="train", crop_size=48, scale_range=bad)

@@ -173,6 +173,19 @@ def blur_crop(image: np.ndarray, kernel: np.ndarray, box: tuple[int, int, int, i
     return region[inner], blurred[inner]
 
 
+def _shrink(photo: np.ndarray, factor: float, crop_size: int | None) -> np.ndarray:
+    """The photo scaled by ``factor`` <= 1 (area interpolation), never below ``crop_size``."""
+    import cv2
+
+    h, w = photo.shape[:2]
+    if crop_size is not None:
+        factor = max(factor, crop_size / min(h, w))
+    if factor >= 1:
+        return photo
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    return cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+
+
 class SyntheticBlurDataset(torch.utils.data.Dataset):
     """Random motion blur applied to bundled photos, for demos, tests and smoke training.
 
@@ -186,16 +199,34 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
         saturation: gain added to values above 0.9 before blurring, clipped after, so that bright
             lights smear into saturated streaks as in real night shots (0: none).
         flips: random horizontal and vertical flips.
+        scale_range: ``(low, high)`` with ``0 < low <= high <= 1``: each sample first shrinks its
+            photo by a factor drawn uniformly from the range (area interpolation, so the smaller
+            photo is as sharp as the original), which turns a few photos into many views of
+            different detail sizes. ``None`` keeps the photos' own scale. The factor never makes
+            the photo smaller than the crop.
+        rot90: random transposition (with both flips, all eight rotations and mirrorings).
+        shuffle_channels: random permutation of the colour channels (new colours, same edges).
+
+    The extra augmentations draw from the sample's generator only when they are on, so the
+    samples of a dataset without them do not change.
 
     Items are ``{"blur", "sharp", "name"}`` like :class:`~algnet.data.PairedImageDataset`.
     """
 
     def __init__(self, split: str = "train", crop_size: int | None = 256, length: int | None = None, seed: int = 0,
-                 kernel_size: int = 17, noise_sigma: float = 0.0, saturation: float = 0.0, flips: bool = True):
+                 kernel_size: int = 17, noise_sigma: float = 0.0, saturation: float = 0.0, flips: bool = True,
+                 scale_range: tuple[float, float] | None = None, rot90: bool = False, shuffle_channels: bool = False):
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise AlgnetError(f"kernel_size must be an odd integer >= 3, got {kernel_size!r}")
         if noise_sigma < 0 or saturation < 0:
             raise AlgnetError(f"noise_sigma and saturation must be >= 0, got {noise_sigma} and {saturation}")
+        if scale_range is not None:
+            if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1] <= 1:
+                raise AlgnetError(f"scale_range must be (low, high) with 0 < low <= high <= 1, got {scale_range!r}")
+            scale_range = (float(scale_range[0]), float(scale_range[1]))
+        self.scale_range = scale_range
+        self.rot90 = bool(rot90)
+        self.shuffle_channels = bool(shuffle_channels)
         self.split = split
         self.crop_size = crop_size
         self._cache: dict[str, np.ndarray] = {}  # decoded photos, uint8
@@ -233,6 +264,8 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
         rng = sample_rng(self.seed, 0 if self.split == "val" else self.epoch, index)
         kernel = make_kernel(rng, self.kernel_size)
         photo = self._photo(name)
+        if self.scale_range is not None:
+            photo = _shrink(photo, rng.uniform(*self.scale_range), self.crop_size)
         h, w = photo.shape[:2]
         top, left, ch, cw = random_crop_box(rng, h, w, self.crop_size, f"bundled photo {photo_path(name)}")
 
@@ -242,4 +275,9 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
             blurred = blurred + rng.normal(0.0, self.noise_sigma, blurred.shape).astype(np.float32)
         blurred = np.clip(blurred, 0.0, 1.0)
         blurred, sharp = crop_and_flip((blurred, sharp), (0, 0, ch, cw), hflip, vflip)
+        if self.rot90 and rng.random() < 0.5:
+            blurred, sharp = blurred.transpose(1, 0, 2), sharp.transpose(1, 0, 2)
+        if self.shuffle_channels:
+            order = rng.permutation(3)
+            blurred, sharp = blurred[..., order], sharp[..., order]
         return {"blur": to_tensor(blurred), "sharp": to_tensor(sharp), "name": f"{name}/{index:06d}.png"}

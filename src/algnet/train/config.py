@@ -65,6 +65,9 @@ class DatasetConfig:
         kernel_size: blur kernel side (synthetic only).
         noise_sigma: Gaussian noise on the blurred image (synthetic only).
         saturation: gain that smears highlights into saturated streaks (synthetic only).
+        scale_range: ``[low, high]`` random shrink of each photo before cropping (synthetic only).
+        rot90: random transposition, all eight orientations with the flips (synthetic only).
+        shuffle_channels: random permutation of the colour channels (synthetic only).
     """
 
     kind: DatasetKind = "synthetic"
@@ -77,6 +80,9 @@ class DatasetConfig:
     kernel_size: int = 17
     noise_sigma: float = 0.0
     saturation: float = 0.0
+    scale_range: tuple[float, float] | None = None
+    rot90: bool = False
+    shuffle_channels: bool = False
 
 
 def _default_val() -> DatasetConfig:

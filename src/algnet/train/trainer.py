@@ -102,7 +102,9 @@ def build_dataset(spec: DatasetConfig, seed: int, root: str | None = None) -> to
             length = min(length or spec.max_images, spec.max_images)
         return SyntheticBlurDataset(split=spec.split, crop_size=spec.crop_size, length=length, seed=seed,
                                     kernel_size=spec.kernel_size, noise_sigma=spec.noise_sigma,
-                                    saturation=spec.saturation, flips=spec.flips)
+                                    saturation=spec.saturation, flips=spec.flips,
+                                    scale_range=spec.scale_range, rot90=spec.rot90,
+                                    shuffle_channels=spec.shuffle_channels)
     pairs = find_pairs(spec.root if spec.root is not None else root, spec.kind, spec.split)
     if spec.max_images is not None and len(pairs) > spec.max_images:
         keep = np.linspace(0, len(pairs) - 1, spec.max_images).round().astype(int)  # evenly spaced subset

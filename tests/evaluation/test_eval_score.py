@@ -255,3 +255,19 @@ class TestErrors:
         _write(tmp_path / "pred" / "a.png", _image(12))
         rc, err = self._run(capsys, "--protocol", "realblur", tmp_path / "pred", tmp_path / "gt")
         assert rc == 2 and "a.png vs " in err and "too small" in err
+
+
+def test_identical_images_give_standard_json(tmp_path):
+    """An infinite PSNR is written as null, and the file parses as strict JSON."""
+    img = _image(32)
+    _write(tmp_path / "gt" / "a.png", img)
+    _write(tmp_path / "pred" / "a.png", img)
+    out = tmp_path / "s.json"
+    assert main(["score", "--protocol", "gopro", str(tmp_path / "pred"), str(tmp_path / "gt"), "--json", str(out),
+                 "--quiet"]) == 0
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    summary = json.loads(out.read_text(), parse_constant=refuse)
+    assert summary["psnr"] is None and summary["ssim"] == pytest.approx(1.0)

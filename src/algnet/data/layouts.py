@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AlgnetError
+from ..metrics.dpdd import DPDD_INDOOR
 
 __all__ = ["ImagePair", "DATASETS", "IMAGE_EXTENSIONS", "find_pairs", "detect_layout", "DPDD_INDOOR_TEST_INDICES"]
 
@@ -39,9 +40,7 @@ _MAX_LISTED = 5
 
 # 0-based indices of the name-sorted 76 DPDD test images that are indoor scenes (37 of them); a
 # third-party list, used only when the dataset's own indoor_labels.npy/outdoor_labels.npy are absent.
-DPDD_INDOOR_TEST_INDICES = (
-    tuple(range(8, 14)) + (16, 32) + tuple(range(39, 57)) + tuple(range(59, 68)) + (74, 75)
-)
+DPDD_INDOOR_TEST_INDICES = tuple(DPDD_INDOOR)
 
 
 @dataclass(frozen=True)

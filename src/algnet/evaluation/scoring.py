@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -151,12 +152,26 @@ def score_folders(pred_root: str | Path, gt_root: str | Path, protocol: str, spl
 
 
 def write_json(result: ScoreResult, path: str | Path, extra: dict | None = None) -> Path:
-    """Writes the summary (plus ``extra`` keys) as JSON (an infinite PSNR, from identical images, is written
-    as ``Infinity``, which Python's json reads back)."""
+    """Writes the summary (plus ``extra`` keys) as standard JSON.
+
+    An infinite PSNR (identical images) or any other non-finite number is written as ``null``:
+    JSON has no infinity, and ``Infinity`` would break jq, JavaScript and most other readers.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({**result.summary, **(extra or {})}, indent=2) + "\n")
+    summary = _finite_or_null({**result.summary, **(extra or {})})
+    atomic_write_text(path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return path
+
+
+def _finite_or_null(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def write_csv(result: ScoreResult, path: str | Path) -> Path:

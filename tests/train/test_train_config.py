@@ -139,6 +139,24 @@ class TestShippedConfigs:
         assert sum(p.numel() * 4 for p in model.parameters()) <= 15e6
 
 
+class TestAugmentationSettings:
+    def test_synthetic_dataset_receives_them(self):
+        from algnet.train.trainer import build_dataset
+
+        c = load_config("synthetic-tiny", ["data.train.scale_range=[0.25, 0.75]", "data.train.rot90=false"])
+        data = build_dataset(c.data.train, seed=0)
+        assert data.scale_range == (0.25, 0.75) and data.rot90 is False and data.shuffle_channels is True
+
+    @pytest.mark.parametrize("key,value", [("scale_range", "[0.5, 1.0]"), ("rot90", "true"), ("shuffle_channels", "true")])
+    def test_paired_datasets_refuse_them(self, tmp_path, key, value):
+        from algnet.train.trainer import build_dataset
+
+        c = load_config("synthetic-tiny", [f"data.train={{kind: folders, root: {tmp_path}, crop_size: 32}}",
+                                           f"data.train.{key}={value}"])
+        with pytest.raises(AlgnetError, match=f"{key}: only synthetic datasets"):
+            build_dataset(c.data.train, seed=0)
+
+
 class TestSchedule:
     def test_closed_form(self):
         lr, lo, total = 5e-4, 1e-7, 1000

@@ -105,6 +105,10 @@ def build_dataset(spec: DatasetConfig, seed: int, root: str | None = None) -> to
                                     saturation=spec.saturation, flips=spec.flips,
                                     scale_range=spec.scale_range, rot90=spec.rot90,
                                     shuffle_channels=spec.shuffle_channels)
+    synthetic_only = [k for k in ("scale_range", "rot90", "shuffle_channels") if getattr(spec, k)]
+    if synthetic_only:
+        raise AlgnetError(f"{', '.join(synthetic_only)}: only synthetic datasets take these augmentations, "
+                          f"not {spec.kind!r}")
     pairs = find_pairs(spec.root if spec.root is not None else root, spec.kind, spec.split)
     if spec.max_images is not None and len(pairs) > spec.max_images:
         keep = np.linspace(0, len(pairs) - 1, spec.max_images).round().astype(int)  # evenly spaced subset

@@ -10,6 +10,7 @@ from skimage.metrics import peak_signal_noise_ratio
 from algnet.cli import main
 from algnet.data import SyntheticBlurDataset
 from algnet.inference import default_checkpoint_path
+from algnet.train.config import load_config
 
 
 def test_demo_improves_held_out_photos(tmp_path, capsys):
@@ -21,7 +22,9 @@ def test_demo_improves_held_out_photos(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--images", "2", "--device", "cpu"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["count"] == 2
-    data = SyntheticBlurDataset(split="val", crop_size=None, seed=0, flips=False, length=2, kernel_size=15)
+    trained_on = load_config(default_checkpoint_path().with_suffix(".yaml")).data.val.kernel_size
+    assert summary["kernel_size"] == trained_on  # the demo blurs as the shipped checkpoint was trained
+    data = SyntheticBlurDataset(split="val", crop_size=None, seed=0, flips=False, length=2, kernel_size=trained_on)
     inputs = [peak_signal_noise_ratio(s["sharp"].numpy().astype(np.float64), s["blur"].numpy().astype(np.float64), data_range=1.0)
               for s in (data[0], data[1])]
     assert summary["input_psnr"] == pytest.approx(float(np.mean(inputs)), abs=1e-6)
@@ -31,3 +34,14 @@ def test_demo_improves_held_out_photos(tmp_path, capsys):
     assert figure is not None and figure.shape[0] >= 3 * 256  # two photo rows and the clock row
     assert cv2.imread(str(out / "clock_motion_restored.png"), cv2.IMREAD_UNCHANGED).shape == (300, 400)
     assert "mean PSNR" in capsys.readouterr().out
+
+
+def test_demo_kernel_size_option(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--images", "1", "--device", "cpu", "--kernel-size", "5"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    data = SyntheticBlurDataset(split="val", crop_size=None, seed=0, flips=False, length=1, kernel_size=5)
+    s = data[0]
+    expected = peak_signal_noise_ratio(s["sharp"].numpy().astype(np.float64), s["blur"].numpy().astype(np.float64),
+                                       data_range=1.0)
+    assert summary["kernel_size"] == 5 and summary["input_psnr"] == pytest.approx(expected, abs=1e-6)

@@ -18,9 +18,19 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic blur (default 0)")
     p.add_argument("--images", type=int, default=4, help="held-out photos blurred with different kernels (default 4)")
-    p.add_argument("--kernel-size", type=int, default=15,
-                   help="blur kernel size in pixels (default 15, as the bundled checkpoint was trained)")
+    p.add_argument("--kernel-size", type=int, default=None,
+                   help="blur kernel size in pixels (default: the size the bundled checkpoint was trained on, "
+                        "from the training config shipped beside it)")
     p.set_defaults(func=run)
+
+
+def shipped_kernel_size() -> int:
+    """The blur kernel size the shipped checkpoint was validated on (``data.val.kernel_size`` of the
+    training config shipped beside it)."""
+    from ..inference import default_checkpoint_path
+    from ..train.config import load_config
+
+    return load_config(default_checkpoint_path().with_suffix(".yaml")).data.val.kernel_size
 
 
 def _label(img, text):
@@ -65,8 +75,9 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    kernel_size = args.kernel_size if args.kernel_size is not None else shipped_kernel_size()
     data = SyntheticBlurDataset(split="val", crop_size=None, seed=args.seed, flips=False, length=args.images,
-                                kernel_size=args.kernel_size)
+                                kernel_size=kernel_size)
     records, rows = [], []
     for i in range(len(data)):
         sample = data[i]
@@ -94,7 +105,8 @@ def run(args) -> int:
     write_image(out / "clock_motion_restored.png", clock_out.mean(axis=-1, keepdims=True), mode="L", bit_depth=8)
 
     summary = {k: float(np.mean([r[k] for r in records])) for k in ("input_psnr", "output_psnr", "input_ssim", "output_ssim")}
-    summary.update(count=len(records), images=records, seconds=round(time.perf_counter() - start, 2),
+    summary.update(count=len(records), kernel_size=kernel_size, images=records,
+                   seconds=round(time.perf_counter() - start, 2),
                    checkpoint=str(args.checkpoint or default_checkpoint_path()), device=str(device))
     write_image(out / "comparison.png", _figure(rows).clip(0, 1), mode="RGB", bit_depth=8)
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())

@@ -237,3 +237,76 @@ class TestAugmentations:
     def test_bad_scale_range(self, bad):
         with pytest.raises(AlgnetError, match="scale_range"):
             SyntheticBlurDataset(split="train", crop_size=48, scale_range=bad)
+
+
+class TestDeadLeaves:
+    def test_radii_follow_the_power_law(self):
+        from scipy import stats
+
+        from algnet.data.synthetic import leaf_radii
+
+        r_min, r_max = 2.0, 40.0
+        radii = leaf_radii(np.random.default_rng(0), 20000, r_min, r_max)
+        assert radii.min() >= r_min and radii.max() <= r_max
+
+        def cdf(r):  # of the density r^-3 on [r_min, r_max]
+            r = np.clip(r, r_min, r_max)
+            return (r_min ** -2 - r ** -2) / (r_min ** -2 - r_max ** -2)
+
+        assert stats.kstest(radii, cdf).pvalue > 1e-3
+        assert stats.kstest(radii * 1.1, cdf).pvalue < 1e-6  # the test can tell a wrong law
+
+    def test_image_uses_the_palette_and_is_reproducible(self):
+        from algnet.data.synthetic import dead_leaves
+
+        palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [250, 250, 250]], dtype=np.uint8)
+        a = dead_leaves(np.random.default_rng(5), 48, 64, palette, r_min=2.0)
+        b = dead_leaves(np.random.default_rng(5), 48, 64, palette, r_min=2.0)
+        assert a.shape == (48, 64, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+        exact = (a[:, :, None, :] == palette[None, None]).all(-1).any(-1)
+        assert exact.mean() > 0.6  # the rest are antialiased edges, blends of two colours
+        colours = {tuple(c) for c in a.reshape(-1, 3)[exact.reshape(-1)]}
+        assert len(colours) >= 3  # several leaves are visible
+        assert not np.array_equal(a, dead_leaves(np.random.default_rng(6), 48, 64, palette, r_min=2.0))
+
+    def test_dataset_blurs_the_drawn_image(self):
+        from algnet.data.datasets import sample_rng
+        from algnet.data.synthetic import dead_leaves
+
+        data = SyntheticBlurDataset(split="train", crop_size=32, length=4, kernel_size=7, flips=False, seed=1,
+                                    dead_leaves=1.0)
+        for i in range(2):
+            rng = sample_rng(1, 0, i)
+            kernel = make_kernel(rng, 7)
+            assert rng.random() < 1.0
+            photo = data._photo(data.photos[i])
+            palette = photo.reshape(-1, 3)[rng.integers(0, photo.shape[0] * photo.shape[1], 4096)]
+            leaves = dead_leaves(rng, 38, 38, palette, r_min=2.0, r_max=16)
+            sharp, blurred = blur_crop(leaves, kernel, (3, 3, 32, 32))
+            sample = data[i]
+            np.testing.assert_array_equal(sample["sharp"].numpy(), sharp.transpose(2, 0, 1))
+            np.testing.assert_allclose(sample["blur"].numpy(), np.clip(blurred, 0, 1).transpose(2, 0, 1), atol=1e-7)
+
+    def test_mixed_with_photos(self):
+        import cv2
+
+        from algnet.data.datasets import sample_rng
+
+        data = SyntheticBlurDataset(split="train", crop_size=32, length=40, kernel_size=7, flips=False, dead_leaves=0.5)
+        leaves = 0
+        for i in range(len(data)):
+            rng = sample_rng(0, 0, i)
+            make_kernel(rng, 7)
+            if rng.random() < 0.5:
+                leaves += 1
+                continue
+            # A photo sample: its sharp image is a crop of its photo, found exactly.
+            sharp = (data[i]["sharp"].permute(1, 2, 0).numpy() * 255).round().astype(np.float32)
+            photo = data._photo(data.photos[i % len(data.photos)]).astype(np.float32)
+            assert cv2.matchTemplate(photo, sharp, cv2.TM_SQDIFF).min() < 50  # float32 sums; misses are ~1e6
+        assert 12 <= leaves <= 28
+
+    @pytest.mark.parametrize("kw", [dict(dead_leaves=1.5), dict(dead_leaves=-0.1), dict(dead_leaves=0.5, crop_size=None)])
+    def test_bad_arguments(self, kw):
+        with pytest.raises(AlgnetError, match="dead_leaves"):
+            SyntheticBlurDataset(split="train", **{"crop_size": 32, **kw})

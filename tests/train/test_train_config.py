@@ -147,7 +147,8 @@ class TestAugmentationSettings:
         data = build_dataset(c.data.train, seed=0)
         assert data.scale_range == (0.25, 0.75) and data.rot90 is False and data.shuffle_channels is True
 
-    @pytest.mark.parametrize("key,value", [("scale_range", "[0.5, 1.0]"), ("rot90", "true"), ("shuffle_channels", "true")])
+    @pytest.mark.parametrize("key,value", [("scale_range", "[0.5, 1.0]"), ("rot90", "true"), ("shuffle_channels", "true"),
+                                           ("dead_leaves", "0.5")])
     def test_paired_datasets_refuse_them(self, tmp_path, key, value):
         from algnet.train.trainer import build_dataset
 

@@ -19,7 +19,7 @@ from ..errors import AlgnetError
 from .datasets import _check_seed, crop_and_flip, random_crop_box, sample_rng, to_tensor
 from .imread import read_rgb
 
-__all__ = ["SyntheticBlurDataset", "make_kernel", "blur_image", "blur_crop", "bundled_photos", "photo_path"]
+__all__ = ["SyntheticBlurDataset", "make_kernel", "blur_image", "blur_crop", "bundled_photos", "photo_path", "dead_leaves"]
 
 # Photos bundled in skimage/data (no pooch download). motorcycle_left/right are one scene
 # from two viewpoints, so both stay in train; chelsea and coffee are held out for validation.
@@ -186,6 +186,54 @@ def _shrink(photo: np.ndarray, factor: float, crop_size: int | None) -> np.ndarr
     return cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
 
 
+def leaf_radii(rng: np.random.Generator, count: int, r_min: float, r_max: float) -> np.ndarray:
+    """``count`` radii of density proportional to r^-3 on [r_min, r_max] (inverse CDF: r^-2 is
+    uniform between r_max^-2 and r_min^-2)."""
+    return (r_min ** -2 + rng.random(count) * (r_max ** -2 - r_min ** -2)) ** -0.5
+
+
+def dead_leaves(rng: np.random.Generator, height: int, width: int, palette: np.ndarray | None = None,
+                r_min: float = 1.0, r_max: float | None = None, leaves: int | None = None) -> np.ndarray:
+    """A dead-leaves image: opaque discs of power-law radii (density r^-3, scale invariant), painted
+    one over another, as in Achddou, Gousseau and Ladjal, "Synthetic images as a regularity prior for
+    image restoration neural networks" (SSVM 2021), who train deblurring networks on such images.
+
+    Sharp occluding edges at every scale and flat regions between them: the content that blur
+    destroys and a deblurring network must learn to restore, without end and without a download.
+
+    Args:
+        rng: the generator; the image is a pure function of its state.
+        palette: (K, 3) uint8 colours to draw from (e.g. a photo's pixels, for natural colours);
+            None draws uniform RGB.
+        r_min, r_max: radius range in pixels; r_max defaults to the larger side.
+        leaves: discs to paint; the default covers the image about five times over on average.
+
+    Returns:
+        (height, width, 3) uint8, antialiased edges.
+    """
+    import cv2
+
+    r_max = float(r_max if r_max is not None else max(height, width))
+    if not 0 < r_min <= r_max:
+        raise AlgnetError(f"dead leaves need 0 < r_min <= r_max, got {r_min} and {r_max}")
+    if leaves is None:
+        # E[pi r^2] for the density r^-3 on [r_min, r_max]: 2 pi ln(r_max/r_min) / (r_min^-2 - r_max^-2).
+        mean_area = 2 * np.pi * np.log(r_max / r_min) / (r_min ** -2 - r_max ** -2) if r_max > r_min else np.pi * r_min ** 2
+        leaves = int(np.ceil(5 * height * width / mean_area))
+    radii = leaf_radii(rng, leaves, r_min, r_max)
+    centres = rng.random((leaves, 2)) * [width, height]
+    if palette is None:
+        colours = rng.integers(0, 256, (leaves, 3))
+    else:
+        colours = palette[rng.integers(0, len(palette), leaves)]
+    shift = 4  # sub-pixel centres and radii (1/16 px)
+    img = np.empty((height, width, 3), dtype=np.uint8)
+    img[:] = colours[0]
+    for (cx, cy), r, colour in zip(centres * 2 ** shift, radii * 2 ** shift, colours.tolist()):
+        cv2.circle(img, (int(cx), int(cy)), max(int(r), 1), colour, -1, cv2.LINE_AA, shift)
+    return img
+
+
 class SyntheticBlurDataset(torch.utils.data.Dataset):
     """Random motion blur applied to bundled photos, for demos, tests and smoke training.
 
@@ -206,6 +254,9 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
             the photo smaller than the crop.
         rot90: random transposition (with both flips, all eight rotations and mirrorings).
         shuffle_channels: random permutation of the colour channels (new colours, same edges).
+        dead_leaves: probability that a sample's sharp image is a :func:`dead_leaves` image (in the
+            colours of the photo it would have used) instead of a crop of that photo: endless
+            new edges against overfitting a few photos. Needs a crop size.
 
     The extra augmentations draw from the sample's generator only when they are on, so the
     samples of a dataset without them do not change.
@@ -215,7 +266,8 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
 
     def __init__(self, split: str = "train", crop_size: int | None = 256, length: int | None = None, seed: int = 0,
                  kernel_size: int = 17, noise_sigma: float = 0.0, saturation: float = 0.0, flips: bool = True,
-                 scale_range: tuple[float, float] | None = None, rot90: bool = False, shuffle_channels: bool = False):
+                 scale_range: tuple[float, float] | None = None, rot90: bool = False, shuffle_channels: bool = False,
+                 dead_leaves: float = 0.0):
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise AlgnetError(f"kernel_size must be an odd integer >= 3, got {kernel_size!r}")
         if noise_sigma < 0 or saturation < 0:
@@ -224,6 +276,11 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
             if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1] <= 1:
                 raise AlgnetError(f"scale_range must be (low, high) with 0 < low <= high <= 1, got {scale_range!r}")
             scale_range = (float(scale_range[0]), float(scale_range[1]))
+        if not 0 <= dead_leaves <= 1:
+            raise AlgnetError(f"dead_leaves is a probability in [0, 1], got {dead_leaves!r}")
+        if dead_leaves > 0 and crop_size is None:
+            raise AlgnetError("dead_leaves needs a crop_size (the size of the images it draws)")
+        self.dead_leaves = float(dead_leaves)
         self.scale_range = scale_range
         self.rot90 = bool(rot90)
         self.shuffle_channels = bool(shuffle_channels)
@@ -264,10 +321,18 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
         rng = sample_rng(self.seed, 0 if self.split == "val" else self.epoch, index)
         kernel = make_kernel(rng, self.kernel_size)
         photo = self._photo(name)
-        if self.scale_range is not None:
-            photo = _shrink(photo, rng.uniform(*self.scale_range), self.crop_size)
-        h, w = photo.shape[:2]
-        top, left, ch, cw = random_crop_box(rng, h, w, self.crop_size, f"bundled photo {photo_path(name)}")
+        if self.dead_leaves > 0 and rng.random() < self.dead_leaves:
+            # Drawn with the kernel's reach around the crop, so the blur sees real content there.
+            r = self.kernel_size // 2
+            palette = photo.reshape(-1, 3)[rng.integers(0, photo.shape[0] * photo.shape[1], 4096)]
+            photo = dead_leaves(rng, self.crop_size + 2 * r, self.crop_size + 2 * r, palette,
+                                r_min=2.0, r_max=self.crop_size / 2)
+            top, left, ch, cw = r, r, self.crop_size, self.crop_size
+        else:
+            if self.scale_range is not None:
+                photo = _shrink(photo, rng.uniform(*self.scale_range), self.crop_size)
+            h, w = photo.shape[:2]
+            top, left, ch, cw = random_crop_box(rng, h, w, self.crop_size, f"bundled photo {photo_path(name)}")
 
         hflip, vflip = (bool(rng.random() < 0.5), bool(rng.random() < 0.5)) if self.flips else (False, False)
         sharp, blurred = blur_crop(photo, kernel, (top, left, ch, cw), self.saturation)

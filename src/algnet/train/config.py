@@ -68,6 +68,7 @@ class DatasetConfig:
         scale_range: ``[low, high]`` random shrink of each photo before cropping (synthetic only).
         rot90: random transposition, all eight orientations with the flips (synthetic only).
         shuffle_channels: random permutation of the colour channels (synthetic only).
+        dead_leaves: probability of a dead-leaves image instead of a photo crop (synthetic only).
     """
 
     kind: DatasetKind = "synthetic"
@@ -83,6 +84,7 @@ class DatasetConfig:
     scale_range: tuple[float, float] | None = None
     rot90: bool = False
     shuffle_channels: bool = False
+    dead_leaves: float = 0.0
 
 
 def _default_val() -> DatasetConfig:

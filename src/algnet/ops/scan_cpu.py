@@ -171,9 +171,11 @@ def _build(dtype, nstate: int) -> tuple:
 
     @overload(_softplus, inline="always")
     def _softplus_impl(x):
-        def impl(x):
+        twenty, zero = (np.float32(20.0), np.float32(0.0)) if x == types.float32 else (20.0, 0.0)
+
+        def impl(x):  # typed constants: an integer one would promote float32 to float64
             e = _exp_neg(-abs(x))
-            return x if x > 20 else max(x, 0 * x) + _log1p_unit(e)
+            return x if x > twenty else max(x, zero) + _log1p_unit(e)
 
         return impl
 
@@ -182,9 +184,10 @@ def _build(dtype, nstate: int) -> tuple:
 
     @overload(_sigmoid, inline="always")
     def _sigmoid_impl(x):
+        one = np.float32(1.0) if x == types.float32 else 1.0
+
         def impl(x):
             e = _exp_neg(-abs(x))
-            one = e * 0 + 1
             r = one / (one + e)
             if x < 0:
                 r = e * r
@@ -431,7 +434,8 @@ def _build(dtype, nstate: int) -> tuple:
         nblk = (E + eb - 1) // eb
         njob = nb * nblk
         nchunks = (L + chunk - 1) // chunk
-        one = zero + 1
+        one = zero + np.float32(1.0)  # the dtype of zero (an integer 1 would promote float32 to float64)
+        twenty = zero + np.float32(20.0)
         # Per-job scratch indexed by job, no row views or slices in the prange body: numba then marks
         # every array noalias (see fwd).
         m = chunk * eb  # (i * si + j * sj) scratch of the chunk, laid out as u
@@ -486,7 +490,7 @@ def _build(dtype, nstate: int) -> tuple:
                         x = dts[job, q] + bias[job, q]
                         dt = _softplus(x)
                         dts[job, q] = dt
-                        dsp[job, q] = _sigmoid(x) if x <= 20 else one
+                        dsp[job, q] = _sigmoid(x) if x <= twenty else one
                         dtus[job, q] = dt * us[job, q]
                 else:
                     for q in range(m):

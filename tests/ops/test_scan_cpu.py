@@ -103,3 +103,21 @@ def test_memory_bounded():
 @pytest.mark.slow
 def test_memory_bounded_full_resolution():
     assert peak_extra_mb("scan_cpu", 921_600) < 256
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_causal_conv1d_silu_matches_torch(dtype, tol, bias):
+    """The fused inference conv of the Mamba layer equals torch's causal depthwise conv1d + silu,
+    also on a strided (B, L, E) slice such as in_proj's output."""
+    g = torch.Generator().manual_seed(0)
+    batch, length, channels, taps = 2, 300, 24, 4
+    xz = torch.randn(batch, length, 2 * channels, generator=g, dtype=dtype)
+    x = xz[..., :channels]  # unit stride over E, row stride 2E
+    weight = torch.randn(channels, taps, generator=g, dtype=dtype)
+    b = torch.randn(channels, generator=g, dtype=dtype) if bias else None
+    got = scan_cpu.causal_conv1d_silu(x, weight, b)
+    conv = torch.nn.functional.conv1d(x.transpose(1, 2), weight[:, None, :], b, padding=taps - 1, groups=channels)
+    want = torch.nn.functional.silu(conv[..., :length]).transpose(1, 2)
+    assert got.shape == (batch, length, channels) and got.dtype == dtype
+    assert (got - want).abs().max().item() <= tol * want.abs().max().item()

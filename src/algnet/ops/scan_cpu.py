@@ -5,11 +5,14 @@ channels) pairs run with ``numba.prange``, one job per thread where the batch is
 whole block of channels is stepped, so ``B_t`` and ``C_t`` (shared by all channels) are read once
 per block rather than once per channel. Choices that each paid here (DESIGN.md section 4):
 
-- exp(dt*A) for float32 is a range reduction plus a degree-6 polynomial that LLVM vectorises
-  across N (the library exp is a scalar call; numba's SVML is absent from the PyPI wheels).
-  float64 keeps ``np.exp``: it is the accuracy path used by tests and gradcheck.
-- dt*A is clamped at -80 (exp underflows there anyway) and float32 denormals are flushed to zero
-  (on x86 by the FTZ/DAZ bits of MXCSR, set for each job and restored after it; elsewhere states
+- exp(dt*A) for float32 is 2^(dt * A log2 e) with log2 e folded into A once per job: a rounding
+  instruction, a degree-5 polynomial for 2^r on [-1/2, 1/2] (a near-minimax fit with p(0) = 1 exactly,
+  2e-7 relative error; an unconstrained fit's bias of 1e-7 per step raised the gradients' error 10x)
+  and the exponent added to the polynomial's bits. LLVM vectorises it across N; the library exp is a
+  scalar call (numba's SVML is absent from the PyPI wheels). float64 keeps ``np.exp2``/``np.exp``:
+  it is the accuracy path used by tests and gradcheck.
+- dt*A log2 e is clamped at -120 (2^-120 is zero to the state anyway) and float32 denormals are
+  flushed to zero (on x86 by the FTZ/DAZ bits of MXCSR, set for each job and restored after it; elsewhere states
   below 1e-30 in code), so no denormal is ever carried from token to token (|A| x 100 with dt ~ 5,
   or u = 0, run at the normal speed).
 - Per-job scratch is allocated before the ``prange`` and indexed by job, and the loop bodies index
@@ -20,11 +23,13 @@ per block rather than once per channel. Choices that each paid here (DESIGN.md s
   (forward, ``_TILE``) or a chunk (backward) in contiguous token-major scratch, vectorised over
   tokens and channels, before or after the recurrence. Inline per token it cost as much as the
   recurrence itself (scalar softplus and sigmoid with divisions).
-- u, delta, z, dout (and the outputs) may have any strides: the Mamba layer hands channels-last
-  views ``(B, L, E).transpose(1, 2)``. The gathers walk memory in address order whichever layout
-  comes (a (B, E, L) tensor read channel-inner strides by 2^k bytes and thrashed L1), and
-  prefetch the next tile (``llvm.prefetch``): cache misses on these streams, not arithmetic, were
-  a third of the forward's time.
+- u, delta, z, dout, B, C (and the outputs) may have any strides: the Mamba layer hands channels-last
+  views ``(B, L, E).transpose(1, 2)`` and slices of x_proj's output. Each reaches the kernels as a
+  flat 1-D view of the memory it spans plus its element strides, so the copies into scratch index
+  with unit stride where the memory has it and compile to vector loads (a 3-D any-layout array made
+  LLVM emit gathers: the copies cost a third of the forward). They walk memory in address order
+  whichever layout comes (a (B, E, L) tensor read channel-inner strides by 2^k bytes and thrashed
+  L1), and prefetch the next tile (``llvm.prefetch``).
 - N is a compile-time constant (one cached kernel per state size) and the kernels are compiled
   with ``-force-vector-width=16`` (512-bit vectors on AVX-512 machines; LLVM otherwise prefers
   256): +20-25% on the recurrence.
@@ -33,10 +38,17 @@ per block rather than once per channel. Choices that each paid here (DESIGN.md s
   summed in a fixed order, and the delta-bias and D gradients are summed in the kernel, so
   gradients are deterministic.
 
-Measured (B=1, E=64, N=32, L=65,536, float32, delta_softplus, z; one core's worth of CPU time;
-the box's second core was busy with another job): forward 0.95e9 -> 2.1e9 state updates per
-CPU-second, forward+backward 0.27e9 -> 0.44e9. The recurrence alone, as a standalone numba loop,
-reaches ~3.2e9 (256-bit) / ~4.0e9 (512-bit) per core; the backward is the part left to tune.
+- Backward: ybar = dL/dy * silu(z) needs no state, so dC (a sum over channels of ybar h) is formed
+  while the chunk's states are recomputed; the reverse walk uses
+  ``sum_n g (A a h_prev + u B) = sum_n A (g a h_prev) + u sum_n g B`` to share products with dA and du.
+  One exp serves both softplus and its derivative.
+
+Measured, one thread (B=1, E=64, N=32, L=65,536, float32, delta_softplus, z; side by side in one
+process, the second core busy): forward 2.5e9 -> 3.0e9 state updates/s and forward+backward
+0.54e9 -> 0.63e9 for the flat views, the 2^x exp and the backward rearrangement together. In one
+thread's forward the recurrence takes ~33 ms of ~45 and the copies and flat loops the rest; in
+backward, the copies into scratch and out of it cost ~35 ms of ~165, much of it first-touch page
+faults on the freshly allocated outputs.
 
 Glossary as in :mod:`.scan_ref`: B batch, E channels, N state size, L tokens.
 """
@@ -111,22 +123,59 @@ def _build(dtype, nstate: int) -> tuple:
         return types.float32(types.int32), codegen
 
     @intrinsic
-    def _prefetch(typingctx, arr, i, j, k):  # hint: fetch the cache line of arr[i, j, k] (never faults)
-        from numba.core import cgutils
-
+    def _prefetch(typingctx, arr, i):  # hint: fetch the cache line of arr[i] (never faults)
         def codegen(context, builder, signature, args):
-            aryty = signature.args[0]
-            ary = context.make_array(aryty)(context, builder, args[0])
-            inds = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], signature.args[1:])]
-            ptr = cgutils.get_item_pointer2(context, builder, ary.data, cgutils.unpack_tuple(builder, ary.shape),
-                                            cgutils.unpack_tuple(builder, ary.strides), aryty.layout, inds)
+            from numba.core import cgutils
+
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            ptr = builder.gep(ary.data, [context.cast(builder, args[1], signature.args[1], types.intp)])
             i32 = ir.IntType(32)
             fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
             fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
             builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
             return context.get_dummy_value()
 
-        return types.void(arr, i, j, k), codegen
+        return types.void(arr, i), codegen
+
+    @intrinsic
+    def _as_int32(typingctx, value):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.IntType(32))
+
+        return types.int32(types.float32), codegen
+
+    def _exp2_neg(x):  # 2^x for x <= 0
+        pass
+
+    @overload(_exp2_neg, inline="always")
+    def _exp2_neg_impl(x):
+        if x == types.float32:
+            # Near-minimax degree-5 fit of 2^r on [-1/2, 1/2]: 2.3e-7 relative error evaluated in float32.
+            c0, c1, c2, c3, c4, c5 = (np.float32(c) for c in (1.0, 0.6931470036506653, 0.24022242426872253,
+                                                               0.05550733581185341, 0.009671512991189957, 0.001326472731307149))
+            lo = np.float32(-120.0)
+
+            def impl(x):
+                x = max(x, lo)  # 2^-120 ~ 8e-37: below it the state is zero to float32 anyway
+                kf = np.rint(x)  # one rounding instruction, not a library call
+                k = np.int32(kf)
+                r = x - kf  # |r| <= 1/2, exactly
+                p = c0 + r * (c1 + r * (c2 + r * (c3 + r * (c4 + r * c5))))
+                return _as_float32(_as_int32(p) + (k << np.int32(23)))  # p * 2^k, by the exponent bits
+
+            return impl
+        return lambda x: np.exp2(x)
+
+    def _ln2_log2e(zero):  # (ln 2, log2 e) in zero's type
+        pass
+
+    @overload(_ln2_log2e, inline="always")
+    def _ln2_log2e_impl(zero):
+        ln2, log2e = math.log(2.0), 1.0 / math.log(2.0)
+        if zero == types.float32:
+            ln2_32, log2e_32 = np.float32(ln2), np.float32(log2e)
+            return lambda zero: (ln2_32, log2e_32)
+        return lambda zero: (ln2, log2e)
 
     def _exp_neg(x):  # exp of x <= 0
         pass
@@ -134,19 +183,8 @@ def _build(dtype, nstate: int) -> tuple:
     @overload(_exp_neg, inline="always")
     def _exp_neg_impl(x):
         if x == types.float32:
-            log2e, ln2_hi, ln2_lo = np.float32(1.4426950408889634), np.float32(0.693359375), np.float32(-2.12194440e-4)
-            c2, c3, c4, c5, c6 = (np.float32(1.0 / math.factorial(i)) for i in range(2, 7))
-            one, half, lo = np.float32(1.0), np.float32(0.5), np.float32(-80.0)
-
-            def impl(x):
-                x = max(x, lo)  # exp(-80) ~ 2e-35: below it the state is zero to float32 anyway
-                k = np.int32(x * log2e - half)  # round to nearest (x <= 0); no floor() library call
-                kf = np.float32(k)
-                r = x - kf * ln2_hi - kf * ln2_lo  # |r| <= ln2/2
-                p = one + r * (one + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * c6)))))
-                return p * _as_float32((k + np.int32(127)) << np.int32(23))  # p * 2^k
-
-            return impl
+            log2e = np.float32(1.4426950408889634)
+            return lambda x: _exp2_neg(x * log2e)
         return lambda x: np.exp(x)
 
     def _log1p_unit(y):  # log(1 + y) for 0 <= y <= 1
@@ -165,6 +203,24 @@ def _build(dtype, nstate: int) -> tuple:
 
             return impl
         return lambda y: np.log1p(y)
+
+    def _softplus_and_grad(x):  # (F.softplus(x), its derivative): identity above 20, one exp
+        pass
+
+    @overload(_softplus_and_grad, inline="always")
+    def _softplus_and_grad_impl(x):
+        twenty, zero, one = (np.float32(20.0), np.float32(0.0), np.float32(1.0)) if x == types.float32 else (20.0, 0.0, 1.0)
+
+        def impl(x):  # typed constants: an integer one would promote float32 to float64
+            e = _exp_neg(-abs(x))
+            r = one / (one + e)  # sigmoid(|x|)
+            sp = max(x, zero) + _log1p_unit(e)
+            sg = e * r if x < zero else r
+            if x > twenty:
+                sp, sg = x, one
+            return sp, sg
+
+        return impl
 
     def _softplus(x):  # F.softplus: identity above 20
         pass
@@ -255,105 +311,121 @@ def _build(dtype, nstate: int) -> tuple:
             return lambda zero, old: _ftz_leave(old)
         return lambda zero, old: None
 
-    def _gather(src, b, e0, t0, ne, nt, si, sj, dst, jb, tp):
+    # (B, E, L) and (B, N, L) tensors reach the kernels as flat 1-D views of their memory plus element
+    # strides (rows of ``st``): the copies below then index with unit stride where the memory has it,
+    # and LLVM emits plain vector loads (a 3-D 'A'-layout array made it emit gathers).
+    def _gather(src, st, r, b, e0, t0, ne, nt, si, sj, dst, jb, tp):
         pass
 
     @overload(_gather, inline="always")
-    def _gather_impl(src, b, e0, t0, ne, nt, si, sj, dst, jb, tp):
+    def _gather_impl(src, st, r, b, e0, t0, ne, nt, si, sj, dst, jb, tp):
         # src[b, e0 + j, t0 + i] -> dst[jb, i * si + j * sj]; prefetches the same rows from token tp on
         # (a later tile: the memory latency, not the copy, was the cost). The scratch layout follows
         # u's memory (si == 1 for token-inner u), so the copy is contiguous on both sides.
-        def impl(src, b, e0, t0, ne, nt, si, sj, dst, jb, tp):
-            ub, ue0, ut0, usi, usj = np.uint64(b), np.uint64(e0), np.uint64(t0), np.uint64(si), np.uint64(sj)
-            if src.strides[2] <= src.strides[1]:  # walk memory in order (a 2^k stride thrashes L1)
-                for j in range(np.uint64(ne)):
-                    for i in range(0, nt, 16):
-                        _prefetch(src, b, e0 + j, tp + i)
+        def impl(src, st, r, b, e0, t0, ne, nt, si, sj, dst, jb, tp):
+            sb, se, sl = np.uint64(st[r, 0]), np.uint64(st[r, 1]), np.uint64(st[r, 2])
+            usi, usj, une, unt = np.uint64(si), np.uint64(sj), np.uint64(ne), np.uint64(nt)
+            base = np.uint64(b) * sb + np.uint64(e0) * se
+            ut0, utp = np.uint64(t0), np.uint64(tp)
+            if sl <= se:  # walk memory in order (a 2^k stride thrashes L1)
+                for j in range(une):
+                    row = base + j * se
+                    for i in range(0, unt, 16):
+                        _prefetch(src, row + (utp + i) * sl)
                     o = j * usj
-                    if si == 1:
-                        for i in range(np.uint64(nt)):
-                            dst[jb, o + i] = src[ub, ue0 + j, ut0 + i]
+                    if sl == 1 and si == 1:
+                        for i in range(unt):
+                            dst[jb, o + i] = src[row + ut0 + i]
                     else:
-                        for i in range(np.uint64(nt)):
-                            dst[jb, o + i * usi] = src[ub, ue0 + j, ut0 + i]
+                        for i in range(unt):
+                            dst[jb, o + i * usi] = src[row + (ut0 + i) * sl]
             else:
-                for i in range(np.uint64(nt)):
-                    for j in range(0, ne, 16):
-                        _prefetch(src, b, e0 + j, tp + i)
+                for i in range(unt):
+                    col = base + (ut0 + i) * sl
+                    for j in range(0, une, 16):
+                        _prefetch(src, base + (utp + i) * sl + j * se)
                     o = i * usi
-                    if sj == 1:
-                        for j in range(np.uint64(ne)):
-                            dst[jb, o + j] = src[ub, ue0 + j, ut0 + i]
+                    if se == 1 and sj == 1:
+                        for j in range(une):
+                            dst[jb, o + j] = src[col + j]
                     else:
-                        for j in range(np.uint64(ne)):
-                            dst[jb, o + j * usj] = src[ub, ue0 + j, ut0 + i]
+                        for j in range(une):
+                            dst[jb, o + j * usj] = src[col + j * se]
 
         return impl
 
-    def _scatter(dst, b, e0, t0, ne, nt, si, sj, src, jb, tp):
+    def _scatter(dst, st, r, b, e0, t0, ne, nt, si, sj, src, jb, tp):
         pass
 
     @overload(_scatter, inline="always")
-    def _scatter_impl(dst, b, e0, t0, ne, nt, si, sj, src, jb, tp):
-        def impl(dst, b, e0, t0, ne, nt, si, sj, src, jb, tp):  # src[jb, i * si + j * sj] -> dst[b, e0 + j, t0 + i]
-            ub, ue0, ut0, usi, usj = np.uint64(b), np.uint64(e0), np.uint64(t0), np.uint64(si), np.uint64(sj)
-            if dst.strides[2] <= dst.strides[1]:
-                for j in range(np.uint64(ne)):
-                    for i in range(0, nt, 16):
-                        _prefetch(dst, b, e0 + j, tp + i)
+    def _scatter_impl(dst, st, r, b, e0, t0, ne, nt, si, sj, src, jb, tp):
+        def impl(dst, st, r, b, e0, t0, ne, nt, si, sj, src, jb, tp):  # src[jb, i * si + j * sj] -> dst[b, e0 + j, t0 + i]
+            sb, se, sl = np.uint64(st[r, 0]), np.uint64(st[r, 1]), np.uint64(st[r, 2])
+            usi, usj, une, unt = np.uint64(si), np.uint64(sj), np.uint64(ne), np.uint64(nt)
+            base = np.uint64(b) * sb + np.uint64(e0) * se
+            ut0, utp = np.uint64(t0), np.uint64(tp)
+            if sl <= se:
+                for j in range(une):
+                    row = base + j * se
+                    for i in range(0, unt, 16):
+                        _prefetch(dst, row + (utp + i) * sl)
                     o = j * usj
-                    if si == 1:
-                        for i in range(np.uint64(nt)):
-                            dst[ub, ue0 + j, ut0 + i] = src[jb, o + i]
+                    if sl == 1 and si == 1:
+                        for i in range(unt):
+                            dst[row + ut0 + i] = src[jb, o + i]
                     else:
-                        for i in range(np.uint64(nt)):
-                            dst[ub, ue0 + j, ut0 + i] = src[jb, o + i * usi]
+                        for i in range(unt):
+                            dst[row + (ut0 + i) * sl] = src[jb, o + i * usi]
             else:
-                for i in range(np.uint64(nt)):
-                    for j in range(0, ne, 16):
-                        _prefetch(dst, b, e0 + j, tp + i)
+                for i in range(unt):
+                    col = base + (ut0 + i) * sl
+                    for j in range(0, une, 16):
+                        _prefetch(dst, base + (utp + i) * sl + j * se)
                     o = i * usi
-                    if sj == 1:
-                        for j in range(np.uint64(ne)):
-                            dst[ub, ue0 + j, ut0 + i] = src[jb, o + j]
+                    if se == 1 and sj == 1:
+                        for j in range(une):
+                            dst[col + j] = src[jb, o + j]
                     else:
-                        for j in range(np.uint64(ne)):
-                            dst[ub, ue0 + j, ut0 + i] = src[jb, o + j * usj]
+                        for j in range(une):
+                            dst[col + j * se] = src[jb, o + j * usj]
 
         return impl
 
-    def _load_tile(Bm, Cm, b, t0, Btile, Ctile, jb, tp):
+    def _load_tile(Bm, Cm, st, b, t0, Btile, Ctile, jb, tp):
         pass
 
     @overload(_load_tile, inline="always")
-    def _load_tile_impl(Bm, Cm, b, t0, Btile, Ctile, jb, tp):
-        def impl(Bm, Cm, b, t0, Btile, Ctile, jb, tp):  # B, C (B, N, L) from token t0 into (jb, tile, N)
-            nt = np.uint64(min(Btile.shape[1], Bm.shape[2] - t0))
-            nN = np.uint64(Bm.shape[1])
-            ub, ut0 = np.uint64(b), np.uint64(t0)
-            if Bm.strides[1] < Bm.strides[2]:  # token-major memory (the Mamba layer's x_proj split)
+    def _load_tile_impl(Bm, Cm, st, b, t0, Btile, Ctile, jb, tp):
+        def impl(Bm, Cm, st, b, t0, Btile, Ctile, jb, tp):  # B, C (B, N, L) from token t0 into (jb, tile, N)
+            nt = np.uint64(min(Btile.shape[1], st[9, 2] - t0))
+            nN = np.uint64(Btile.shape[2])
+            ub, ut0, utp = np.uint64(b), np.uint64(t0), np.uint64(tp)
+            bb, bn, bl = ub * np.uint64(st[3, 0]), np.uint64(st[3, 1]), np.uint64(st[3, 2])
+            cb, cn, cl = ub * np.uint64(st[4, 0]), np.uint64(st[4, 1]), np.uint64(st[4, 2])
+            if bn < bl:  # token-major memory (the Mamba layer's x_proj split)
                 for i in range(nt):
                     for n in range(nN):
-                        Btile[jb, i, n] = Bm[ub, n, ut0 + i]
-                        Ctile[jb, i, n] = Cm[ub, n, ut0 + i]
+                        Btile[jb, i, n] = Bm[bb + n * bn + (ut0 + i) * bl]
+                        Ctile[jb, i, n] = Cm[cb + n * cn + (ut0 + i) * cl]
             else:
                 for n in range(nN):
                     for i in range(0, nt, 16):
-                        _prefetch(Bm, b, n, tp + i)
-                        _prefetch(Cm, b, n, tp + i)
+                        _prefetch(Bm, bb + n * bn + (utp + i) * bl)
+                        _prefetch(Cm, cb + n * cn + (utp + i) * cl)
                     for i in range(nt):
-                        Btile[jb, i, n] = Bm[ub, n, ut0 + i]
+                        Btile[jb, i, n] = Bm[bb + n * bn + (ut0 + i) * bl]
                     for i in range(nt):
-                        Ctile[jb, i, n] = Cm[ub, n, ut0 + i]
+                        Ctile[jb, i, n] = Cm[cb + n * cn + (ut0 + i) * cl]
 
         return impl
 
     NCONST = nstate  # a closure constant: numba compiles (and caches) one kernel per value
 
-    def fwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, y, states, chunk, eb, zero):
-        nb, E, L = u.shape
+    def fwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, y, states, chunk, eb, zero, st):
+        nb, E, L = st[9, 0], st[9, 1], st[9, 2]
         N = A.shape[1]
         nN = NCONST
+        _, log2e = _ln2_log2e(zero)
         nblk = (E + eb - 1) // eb
         njob = nb * nblk
         save = states.shape[1] > 0
@@ -377,10 +449,10 @@ def _build(dtype, nstate: int) -> tuple:
             b = job // nblk
             e0 = (job - b * nblk) * eb
             ne = min(e0 + eb, E) - e0
-            si, sj = (1, _TILE) if u.strides[2] <= u.strides[1] else (eb, 1)  # scratch layout: u's
+            si, sj = (1, _TILE) if st[0, 2] <= st[0, 1] else (eb, 1)  # scratch layout: u's
             for j in range(ne):
                 for n in range(nN):
-                    Ab[job, j, n] = A[e0 + j, n]
+                    Ab[job, j, n] = A[e0 + j, n] * log2e  # exp(dt A) = 2^(dt A log2 e)
             for i in range(_TILE):
                 for j in range(ne):
                     Dv[job, i * si + j * sj] = D[e0 + j]
@@ -392,9 +464,9 @@ def _build(dtype, nstate: int) -> tuple:
                         for n in range(nN):
                             states[b, t0 // chunk, e0 + j, n] = h[job, j, n]
                 tp = min(t0 + _PREFETCH, L - 1)
-                _load_tile(Bm, Cm, b, t0, Btile, Ctile, job, tp)
-                _gather(delta, b, e0, t0, ne, nt, si, sj, dts, job, tp)  # the tile's u, delta into contiguous scratch
-                _gather(u, b, e0, t0, ne, nt, si, sj, us, job, tp)
+                _load_tile(Bm, Cm, st, b, t0, Btile, Ctile, job, tp)
+                _gather(delta, st, 1, b, e0, t0, ne, nt, si, sj, dts, job, tp)  # the tile's u, delta into contiguous scratch
+                _gather(u, st, 0, b, e0, t0, ne, nt, si, sj, us, job, tp)
                 if softplus:  # flat, branch-free loops: vectorised over tokens and channels
                     for k in range(m):
                         dt = _softplus(dts[job, k] + bias[job, k])
@@ -411,24 +483,24 @@ def _build(dtype, nstate: int) -> tuple:
                         dtu = dtus[job, i * si + j * sj]
                         s = zero
                         for n in range(nN):
-                            hv = _flush(_exp_neg(dt * Ab[job, j, n]) * h[job, j, n] + dtu * Btile[job, i, n])
+                            hv = _flush(_exp2_neg(dt * Ab[job, j, n]) * h[job, j, n] + dtu * Btile[job, i, n])
                             h[job, j, n] = hv
                             s += hv * Ctile[job, i, n]
                         ys[job, i * si + j * sj] = s
                 if has_z:
-                    _gather(z, b, e0, t0, ne, nt, si, sj, zs, job, tp)
+                    _gather(z, st, 2, b, e0, t0, ne, nt, si, sj, zs, job, tp)
                     for k in range(m):
                         zz = zs[job, k]
                         ys[job, k] = (ys[job, k] + Dv[job, k] * us[job, k]) * zz * _sigmoid(zz)
                 else:
                     for k in range(m):
                         ys[job, k] = ys[job, k] + Dv[job, k] * us[job, k]
-                _scatter(y, b, e0, t0, ne, nt, si, sj, ys, job, tp)
+                _scatter(y, st, 5, b, e0, t0, ne, nt, si, sj, ys, job, tp)
             _denormals_restore(zero, csr)
 
     def bwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, dout, states, chunk, eb, zero,
-            du_out, ddelta_out, dz_out, dA_part, dD_part, dB_part, dC_part, dbias_part):
-        nb, E, L = u.shape
+            du_out, ddelta_out, dz_out, dA_part, dD_part, dB_part, dC_part, dbias_part, st):
+        nb, E, L = st[9, 0], st[9, 1], st[9, 2]
         N = A.shape[1]
         nN = NCONST
         nblk = (E + eb - 1) // eb
@@ -436,6 +508,7 @@ def _build(dtype, nstate: int) -> tuple:
         nchunks = (L + chunk - 1) // chunk
         one = zero + np.float32(1.0)  # the dtype of zero (an integer 1 would promote float32 to float64)
         twenty = zero + np.float32(20.0)
+        ln2, log2e = _ln2_log2e(zero)
         # Per-job scratch indexed by job, no row views or slices in the prange body: numba then marks
         # every array noalias (see fwd).
         m = chunk * eb  # (i * si + j * sj) scratch of the chunk, laid out as u
@@ -452,6 +525,8 @@ def _build(dtype, nstate: int) -> tuple:
         ypre = np.zeros((njob, m), dtype=A.dtype)  # y before the gate, then ybar = dL/dy * silu(z)
         gos = np.zeros((njob, m), dtype=A.dtype)  # dL/dout, then dz
         zs = np.zeros((njob, m), dtype=A.dtype)
+        ybs = np.zeros((njob, m), dtype=A.dtype)
+        sgz = np.zeros((njob, m), dtype=A.dtype)  # sigmoid(z)
         sgb = np.zeros((njob, m), dtype=A.dtype)  # sum_n g*B, then du
         sdd = np.zeros((njob, m), dtype=A.dtype)  # sum_n g*(A*a*h + u*B), then ddelta
         Dv = np.zeros((njob, m), dtype=A.dtype)
@@ -464,10 +539,10 @@ def _build(dtype, nstate: int) -> tuple:
             blk = job - b * nblk
             e0 = blk * eb
             ne = min(e0 + eb, E) - e0
-            si, sj = (1, chunk) if u.strides[2] <= u.strides[1] else (eb, 1)  # scratch layout: u's
+            si, sj = (1, chunk) if st[0, 2] <= st[0, 1] else (eb, 1)  # scratch layout: u's
             for j in range(ne):
                 for n in range(nN):
-                    Ab[job, j, n] = A[e0 + j, n]
+                    Ab[job, j, n] = A[e0 + j, n] * log2e  # exp(dt A) = 2^(dt A log2 e)
             for i in range(chunk):
                 for j in range(ne):
                     Dv[job, i * si + j * sj] = D[e0 + j]
@@ -479,18 +554,16 @@ def _build(dtype, nstate: int) -> tuple:
                 for j in range(ne):
                     for n in range(nN):
                         hbuf[job, 0, j, n] = states[b, k, e0 + j, n]
-                _load_tile(Bm, Cm, b, t0, Btile, Ctile, job, tp)
-                _gather(delta, b, e0, t0, ne, nt, si, sj, dts, job, tp)
-                _gather(u, b, e0, t0, ne, nt, si, sj, us, job, tp)
-                _gather(dout, b, e0, t0, ne, nt, si, sj, gos, job, tp)
+                _load_tile(Bm, Cm, st, b, t0, Btile, Ctile, job, tp)
+                _gather(delta, st, 1, b, e0, t0, ne, nt, si, sj, dts, job, tp)
+                _gather(u, st, 0, b, e0, t0, ne, nt, si, sj, us, job, tp)
+                _gather(dout, st, 5, b, e0, t0, ne, nt, si, sj, gos, job, tp)
                 if has_z:
-                    _gather(z, b, e0, t0, ne, nt, si, sj, zs, job, tp)
+                    _gather(z, st, 2, b, e0, t0, ne, nt, si, sj, zs, job, tp)
                 if softplus:  # flat loops over the chunk: vectorised over tokens and channels
                     for q in range(m):
-                        x = dts[job, q] + bias[job, q]
-                        dt = _softplus(x)
+                        dt, dsp[job, q] = _softplus_and_grad(dts[job, q] + bias[job, q])
                         dts[job, q] = dt
-                        dsp[job, q] = _sigmoid(x) if x <= twenty else one
                         dtus[job, q] = dt * us[job, q]
                 else:
                     for q in range(m):
@@ -498,63 +571,71 @@ def _build(dtype, nstate: int) -> tuple:
                         dts[job, q] = dt
                         dsp[job, q] = one
                         dtus[job, q] = dt * us[job, q]
-                for i in range(nt):  # recompute the chunk's states
-                    for j in range(ne):
-                        dt = dts[job, i * si + j * sj]
-                        dtu = dtus[job, i * si + j * sj]
-                        acc = zero
-                        for n in range(nN):
-                            hv = _flush(_exp_neg(dt * Ab[job, j, n]) * hbuf[job, i, j, n] + dtu * Btile[job, i, n])
-                            hbuf[job, i + 1, j, n] = hv
-                            acc += hv * Ctile[job, i, n]
-                        ypre[job, i * si + j * sj] = acc
-                if has_z:  # gate and its gradient; ypre becomes ybar, gos becomes dz
+                if has_z:  # ybar = dL/dy * silu(z) needs no state: known before the recompute
                     for q in range(m):
                         zz = zs[job, q]
                         sg = _sigmoid(zz)
-                        go = gos[job, q]
-                        yp = ypre[job, q] + Dv[job, q] * us[job, q]
-                        gos[job, q] = go * yp * sg * (one + zz * (one - sg))
-                        ypre[job, q] = go * zz * sg
-                    _scatter(dz_out, b, e0, t0, ne, nt, si, sj, gos, job, tp)
+                        sgz[job, q] = sg
+                        ybs[job, q] = gos[job, q] * zz * sg
                 else:
                     for q in range(m):
-                        ypre[job, q] = gos[job, q]
+                        ybs[job, q] = gos[job, q]
+                for i in range(nt):  # recompute the chunk's states; dC needs only h and ybar
+                    t = t0 + i
+                    for n in range(nN):
+                        dC_part[blk, b, t, n] = zero
+                    for j in range(ne):
+                        dt = dts[job, i * si + j * sj]
+                        dtu = dtus[job, i * si + j * sj]
+                        yb = ybs[job, i * si + j * sj]
+                        acc = zero
+                        for n in range(nN):
+                            hv = _flush(_exp2_neg(dt * Ab[job, j, n]) * hbuf[job, i, j, n] + dtu * Btile[job, i, n])
+                            hbuf[job, i + 1, j, n] = hv
+                            acc += hv * Ctile[job, i, n]
+                            dC_part[blk, b, t, n] += yb * hv
+                        ypre[job, i * si + j * sj] = acc
+                if has_z:  # the gate's gradient
+                    for q in range(m):
+                        zz = zs[job, q]
+                        sg = sgz[job, q]
+                        yp = ypre[job, q] + Dv[job, q] * us[job, q]
+                        gos[job, q] = gos[job, q] * yp * sg * (one + zz * (one - sg))
+                    _scatter(dz_out, st, 8, b, e0, t0, ne, nt, si, sj, gos, job, tp)
+                for q in range(m):
+                    ypre[job, q] = ybs[job, q]
                 for q in range(m):
                     dDv[job, q] += ypre[job, q] * us[job, q]
                 for i in range(nt - 1, -1, -1):  # walk the chunk in reverse
                     t = t0 + i
                     for n in range(nN):
                         dB_part[blk, b, t, n] = zero
-                        dC_part[blk, b, t, n] = zero
                     for j in range(ne):
                         q = i * si + j * sj
                         ybar = ypre[job, q]
-                        uu = us[job, q]
                         dt = dts[job, q]
                         dtu = dtus[job, q]
                         s_gb = zero
-                        s_ddt = zero
+                        s_ga = zero
                         for n in range(nN):
                             An = Ab[job, j, n]
-                            Bn = Btile[job, i, n]
                             g = ybar * Ctile[job, i, n] + carry[job, j, n]
-                            a = _exp_neg(dt * An)
-                            ah = a * hbuf[job, i, j, n]
-                            s_ddt += g * (An * ah + uu * Bn)
-                            s_gb += g * Bn
-                            dA_loc[job, j, n] += dt * g * ah
+                            a = _exp2_neg(dt * An)
+                            gah = g * (a * hbuf[job, i, j, n])
+                            s_ga += An * gah
+                            s_gb += g * Btile[job, i, n]
+                            dA_loc[job, j, n] += dt * gah
                             carry[job, j, n] = _flush(a * g)
                             dB_part[blk, b, t, n] += dtu * g
-                            dC_part[blk, b, t, n] += ybar * hbuf[job, i + 1, j, n]
                         sgb[job, q] = s_gb
-                        sdd[job, q] = s_ddt
+                        sdd[job, q] = s_ga
                 for q in range(m):
-                    sgb[job, q] = dts[job, q] * sgb[job, q] + Dv[job, q] * ypre[job, q]
-                    sdd[job, q] = sdd[job, q] * dsp[job, q]
+                    s_gb = sgb[job, q]
+                    sgb[job, q] = dts[job, q] * s_gb + Dv[job, q] * ypre[job, q]
+                    sdd[job, q] = (ln2 * sdd[job, q] + us[job, q] * s_gb) * dsp[job, q]  # Ab holds A log2 e
                     dbv[job, q] += sdd[job, q]
-                _scatter(du_out, b, e0, t0, ne, nt, si, sj, sgb, job, tp)
-                _scatter(ddelta_out, b, e0, t0, ne, nt, si, sj, sdd, job, tp)
+                _scatter(du_out, st, 6, b, e0, t0, ne, nt, si, sj, sgb, job, tp)
+                _scatter(ddelta_out, st, 7, b, e0, t0, ne, nt, si, sj, sdd, job, tp)
             for j in range(ne):
                 acc = zero
                 for i in range(chunk):
@@ -592,10 +673,12 @@ def _build(dtype, nstate: int) -> tuple:
     arr3a, arr3c, arr4c = types.Array(real, 3, "A"), types.Array(real, 3, "C"), types.Array(real, 4, "C")
     arr1, arr2 = types.Array(real, 1, "C"), types.Array(real, 2, "C")
     arr1a = types.Array(real, 1, "A")
-    common = (arr3a, arr3a, arr2, arr3a, arr3a, arr1a, arr3a, arr1a, types.boolean, types.boolean)
+    strides = types.Array(types.int64, 2, "C")
+    common = (arr1, arr1, arr2, arr1, arr1, arr1a, arr1, arr1a, types.boolean, types.boolean)
     opts = dict(parallel=True, fastmath=True, cache=True, nogil=True)
-    fwd_sig = types.void(*common, arr3a, arr4c, types.intp, types.intp, real)
-    bwd_sig = types.void(*common, arr3a, arr4c, types.intp, types.intp, real, arr3a, arr3a, arr3a, arr3c, arr2, arr4c, arr4c, arr2)
+    fwd_sig = types.void(*common, arr1, arr4c, types.intp, types.intp, real, strides)
+    bwd_sig = types.void(*common, arr1, arr4c, types.intp, types.intp, real, arr1, arr1, arr1, arr3c, arr2, arr4c, arr4c, arr2,
+                         strides)
     with warnings.catch_warnings():  # numba's pedantic SSA note on the inlined branches; harmless
         warnings.simplefilter("ignore", numba.core.errors.NumbaIRAssumptionWarning)
         conv_sig = types.void(arr3a, arr2, arr1, arr3c, types.intp)
@@ -644,6 +727,29 @@ def _np(t: torch.Tensor | None):
     return None if t is None else t.detach().numpy()
 
 
+def _flat(t: torch.Tensor):
+    """A 1-D numpy view of the memory a (B, X, L) tensor spans, from its first element."""
+    t = t.detach()
+    span = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride())) if t.numel() else 1
+    if t.numel() == 0:
+        return torch.zeros(1, dtype=t.dtype).numpy()
+    return torch.as_strided(t, (span,), (1,)).numpy()
+
+
+_STRIDE_ROWS = ("u", "delta", "z", "B", "C", "y", "du", "ddelta", "dz")
+
+
+def _strides(nb: int, e: int, length: int, **tensors) -> "np.ndarray":
+    """Element strides of each named (B, X, L) tensor as rows of an int64 array; the last row is (B, E, L)."""
+    import numpy as np
+
+    st = np.zeros((len(_STRIDE_ROWS) + 1, 3), dtype=np.int64)
+    for name, t in tensors.items():
+        st[_STRIDE_ROWS.index(name)] = t.stride() if t.dim() == 3 else (0, 0, 0)
+    st[-1] = (nb, e, length)
+    return st
+
+
 def _prepare(u, delta, A, B, C, D, z, delta_bias, dtype):
     """Casts to the compute dtype; every (B, E, L) and (B, N, L) tensor keeps its strides."""
     e = u.shape[1]
@@ -677,8 +783,10 @@ def _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_state
     y = _like_layout(u, dtype)
     nchunks = math.ceil(length / _CHUNK) if save_states else 0
     states = torch.empty(nb, nchunks, e, n, dtype=dtype)  # state before each chunk's first token
-    fwd(*map(_np, args[:6]), _np(args[6]), _np(args[7]), bool(delta_softplus), z is not None,
-        _np(y), _np(states), _CHUNK, _forward_blocks(nb, e), _np(torch.zeros((), dtype=dtype))[()])
+    uu, dd, AA, Bm, Cm, DD, zz, bias = args
+    st = _strides(nb, e, length, u=uu, delta=dd, z=zz, B=Bm, C=Cm, y=y)
+    fwd(_flat(uu), _flat(dd), _np(AA), _flat(Bm), _flat(Cm), _np(DD), _flat(zz), _np(bias), bool(delta_softplus),
+        z is not None, _flat(y), _np(states), _CHUNK, _forward_blocks(nb, e), _np(torch.zeros((), dtype=dtype))[()], st)
     return y, states, args
 
 
@@ -713,9 +821,10 @@ class _SelectiveScanCPU(torch.autograd.Function):
         dbias_part = torch.zeros(nb, e, dtype=dtype)
         dB_part = torch.empty(nblk, nb, length, n, dtype=dtype)
         dC_part = torch.empty(nblk, nb, length, n, dtype=dtype)
-        bwd(*map(_np, (u, delta, A, Bm, Cm, D, z, bias)), bool(ctx.delta_softplus), ctx.has_z, _np(dout), _np(states),
-            _CHUNK, eb, _np(torch.zeros((), dtype=dtype))[()],
-            _np(du), _np(ddelta), _np(dz), _np(dA_part), _np(dD_part), _np(dB_part), _np(dC_part), _np(dbias_part))
+        st = _strides(nb, e, length, u=u, delta=delta, z=z, B=Bm, C=Cm, y=dout, du=du, ddelta=ddelta, dz=dz)
+        bwd(_flat(u), _flat(delta), _np(A), _flat(Bm), _flat(Cm), _np(D), _flat(z), _np(bias), bool(ctx.delta_softplus),
+            ctx.has_z, _flat(dout), _np(states), _CHUNK, eb, _np(torch.zeros((), dtype=dtype))[()],
+            _flat(du), _flat(ddelta), _flat(dz), _np(dA_part), _np(dD_part), _np(dB_part), _np(dC_part), _np(dbias_part), st)
         dB = (dB_part[0] if nblk == 1 else dB_part.sum(0)).transpose(1, 2)  # (B, N, L); fixed order
         dC = (dC_part[0] if nblk == 1 else dC_part.sum(0)).transpose(1, 2)
         first = (lambda t: t[0]) if nb == 1 else (lambda t: t.sum(0))  # noqa: E731  (batch partials)

@@ -385,8 +385,9 @@ COMPILE_ALL = """
                         f.write(c.asm["cubin"])
                         f.flush()
                         usage = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
-                    regs, local = re.search(r"REG:(\\d+)", usage).group(1), re.search(r"LOCAL:(\\d+)", usage).group(1)
-                    print("RESOURCES", capability, "LOCAL" if const["LOCAL"] else "Y", "registers", regs, "spill-bytes", local)
+                    # Spilled registers live in the stack frame (STACK), local arrays in LOCAL.
+                    regs, stack, local = (int(re.search(key + r":(\\d+)", usage).group(1)) for key in ("REG", "STACK", "LOCAL"))
+                    print("RESOURCES", capability, "LOCAL" if const["LOCAL"] else "Y", "registers", regs, "spill-bytes", stack + local)
             print("COMPILED", capability, len(launches))
     except FileNotFoundError as err:  # a triton build without NVIDIA's ptxas
         print("NO-TOOLCHAIN", err)

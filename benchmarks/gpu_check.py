@@ -10,18 +10,25 @@ Run on a machine with an NVIDIA GPU, torch and triton (``pip install -e .[gpu]``
 
 Sections, each with its own time budget, so a failure or a hang in one still lets the others report:
 
-1. correctness: the triton, cuda (mamba_ssm, when installed) and chunked backends against
-   ``selective_scan_ref`` computed in float64 on the GPU: y and the gradients of all eight inputs,
-   at several shapes (odd lengths, several chunks, |A| up to 32, L = 1) and input dtypes.
+1. correctness: the triton (both forward kernels: ``seq``, the default, and ``assoc``), cuda
+   (mamba_ssm, when installed) and chunked backends against ``selective_scan_ref`` computed in
+   float64 on the GPU: y and the gradients of all eight inputs, at several shapes (odd lengths,
+   several chunks, |A| up to 32, L = 1) and input dtypes, and the default forward on the
+   channels-last views the Mamba layer passes (``triton-cl``).
 2. scan speed: the Triton scan forward and forward+backward at B=1, E=64, N=32, L=65,536 and
    921,600, in state updates per second (B*E*N*L / time), beside a memory-bandwidth floor: the bytes
    the scan must move (u, delta, z, B, C in, y out; plus dy in and du, ddelta, dz, dB, dC out for
    backward) divided by the bandwidth of a large device-to-device copy measured in the same run.
+   The sequential and associative forwards run on the same inputs, channels-last views (as the
+   network passes them; ``[cl]``) and contiguous tensors (``[contig]``), and the sequential one
+   at other tiles; each row is guarded, so a failing one is reported and the rest still run.
 3. network: ``algnet`` and ``nafnet32`` on one 1280x720 image, eval and no_grad, fp32 and bf16
-   autocast: median latency after warm-up and peak GPU memory.
+   autocast, with the default Triton forward: median latency after warm-up and peak GPU memory;
+   then, if time remains, algnet fp32 with the associative forward for comparison.
 
 Each section runs in its own process with a hard timeout (a hung or faulting kernel cannot silence
-the others); budgets: 120 + 110 + 150 s (quick: 45 + 30 + 40 s), plus start-up.
+the others); budgets: 120 + 110 + 150 s (quick: 45 + 45 + 40 s), plus start-up. Rows come in order
+of importance, and a section out of time skips the rest.
 
 Exit status: 0 all passed; 1 a correctness check failed or the correctness section crashed; 2 the
 checks passed but a timing section crashed or ran out of time. ``--json PATH`` also writes results.
@@ -38,6 +45,7 @@ import statistics
 import sys
 import time
 import traceback
+from typing import NamedTuple
 
 DTYPE_RTOL = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 3e-2}
 
@@ -138,6 +146,47 @@ def make_scan_inputs(shape, device, a_max, delta_scale, seed):
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 # Tensors cast to the activation dtype; A, D and delta_bias stay float32 as in the Mamba layer.
 ACTIVATIONS = ("u", "delta", "B", "C", "z")
+TRITON_FWD_ENV = "ALGNET_TRITON_FWD"  # algnet.ops.scan_triton.FWD_ENV_VAR
+# Checked like backends: (backend, the triton forward it forces, channels-last inputs).
+VARIANTS = {"triton-assoc": ("triton", "assoc", False), "triton-cl": ("triton", None, True)}
+
+
+def channels_last(tensors, rank=2):
+    """(B, E, L) tensors as the Mamba layer hands them to the scan: views of channels-last memory.
+
+    u, delta and z become transposed (B, L, E) tensors; B and C become slices of one (B, L,
+    rank + 2N) projection after ``rank`` leading columns (dt's rank; 2 at ALGNet's first level),
+    so their rows are neither contiguous nor 16-byte aligned. Same values, same autograd leaves.
+    """
+    import torch
+
+    out = dict(tensors)
+    for k in ("u", "delta", "z"):
+        out[k] = tensors[k].transpose(1, 2).contiguous().transpose(1, 2)
+    batch, nstate, length = tensors["B"].shape
+    pad = tensors["B"].new_zeros(batch, length, rank)
+    x_dbl = torch.cat([pad, tensors["B"].transpose(1, 2), tensors["C"].transpose(1, 2)], dim=2)  # (B, L, R + 2N)
+    out["B"] = x_dbl[:, :, rank:rank + nstate].transpose(1, 2)
+    out["C"] = x_dbl[:, :, rank + nstate:].transpose(1, 2)
+    return out
+
+
+class forced_env:
+    """Sets (or, for None, leaves alone) one environment variable inside a with-block."""
+
+    def __init__(self, name, value):
+        self.name, self.value = name, value
+
+    def __enter__(self):
+        self.saved = os.environ.get(self.name)
+        if self.value is not None:
+            os.environ[self.name] = self.value
+
+    def __exit__(self, *exc):
+        if self.saved is None:
+            os.environ.pop(self.name, None)
+        else:
+            os.environ[self.name] = self.saved
 
 
 def reference_and_grads(inputs, dy):
@@ -171,8 +220,11 @@ def check_backend(backend, dtype_name, inputs, dy, y_ref, grads_ref, results, la
 
     dtype = getattr(torch, dtype_name)
     side = torch.float64 if dtype == torch.float64 else torch.float32
-    args = [inputs[k].to(dtype if k in ACTIVATIONS else side).requires_grad_() for k in NAMES]
-    y = selective_scan(*args, delta_softplus=True, backend=backend)
+    base, fwd, views = VARIANTS.get(backend, (backend, None, False))
+    leaves = {k: inputs[k].to(dtype if k in ACTIVATIONS else side).requires_grad_() for k in NAMES}
+    args = [(channels_last(leaves) if views else leaves)[k] for k in NAMES]
+    with forced_env(TRITON_FWD_ENV, fwd):
+        y = selective_scan(*args, delta_softplus=True, backend=base)
     grads = torch.autograd.grad(y, args, dy.to(y.dtype))
     rtol = DTYPE_RTOL[dtype_name]
     worst, worst_name = 0.0, ""
@@ -180,7 +232,7 @@ def check_backend(backend, dtype_name, inputs, dy, y_ref, grads_ref, results, la
         err = relative_error(got, want)
         if err > worst:
             worst, worst_name = err, name
-    results.check(f"{backend:8s} {dtype_name:8s} {label}", worst <= rtol,
+    results.check(f"{backend:12s} {dtype_name:8s} {label}", worst <= rtol,
                   f"worst relative error {worst:.2e} ({'d' if worst_name != 'y' else ''}{worst_name}), tolerance {rtol:.0e}")
 
 
@@ -192,26 +244,27 @@ def correctness_section(args, device, results):
     if args.cpu_interpret:
         shapes = [((1, 6, 4, 37), 4.0, 1.0), ((1, 2, 2, 150), 32.0, 6.0), ((2, 3, 2, 1), 2.0, 1.0)]
         plan = {"triton": ("float64", "float32")}
-        first_only = {}
+        first_only = {"triton-assoc": ("float32",), "triton-cl": ("float32",)}
     elif args.quick:
         shapes = [((2, 40, 16, 300), 4.0, 1.0), ((1, 16, 32, 300), 32.0, 6.0), ((3, 8, 4, 1), 2.0, 1.0)]
-        # float64 and bfloat16 only at the first shape: every dtype and shape class is a Triton compile.
+        # Other dtypes and variants only at the first shape: every dtype and shape class is a Triton compile.
         plan = {"triton": ("float32",), "cuda": ("float32",), "chunked": ("float32",)}
-        first_only = {"triton": ("float64", "bfloat16")}
+        first_only = {"triton": ("float64", "bfloat16"), "triton-assoc": ("float32",), "triton-cl": ("float32",)}
     else:
         shapes = [((2, 40, 16, 1000), 4.0, 1.0), ((1, 64, 32, 2049), 8.0, 1.0), ((1, 16, 32, 700), 32.0, 6.0),
                   ((3, 8, 4, 1), 2.0, 1.0)]
-        plan = {"triton": ("float64", "float32", "bfloat16"), "cuda": ("float32", "bfloat16"),
+        plan = {"triton": ("float64", "float32", "bfloat16"), "triton-assoc": ("float64", "float32"),
+                "triton-cl": ("float32", "bfloat16"), "cuda": ("float32", "bfloat16"),
                 "chunked": ("float64", "float32")}
         first_only = {}
 
     def run(deadline):
         usable = {}
-        for backend, dtypes in plan.items():
-            ok, reason = backend_status(backend, device)
+        for backend in list(plan) + [b for b in first_only if b not in plan]:
+            ok, reason = backend_status(VARIANTS.get(backend, (backend,))[0], device)
             print(f"  backend {backend}: {'available' if ok else 'skipped: ' + reason}", flush=True)
             if ok:
-                usable[backend] = dtypes
+                usable[backend] = plan.get(backend, ())
         if "triton" not in usable:
             results.check("triton backend available", False, backend_status("triton", device)[1])
         for i, (shape, a_max, delta_scale) in enumerate(shapes):
@@ -272,17 +325,58 @@ def copy_bandwidth(device):
     return 2 * 2**30 / t
 
 
-def scan_candidates(quick, other_backends, first_length):
-    """(backend, (block_e, chunk)) pairs to time at one length; (None, None) is the default tile.
+class ScanRow(NamedTuple):
+    """One timing row of the scan section."""
 
-    Other tile shapes and other backends are timed at the first (shorter) length only.
+    backend: str  # "triton", another backend name, or "carry" (the Triton carry kernel alone)
+    kwargs: dict  # keyword arguments of scan_triton.selective_scan (triton rows)
+    layout: str  # "cl": channels-last views, as the Mamba layer passes them; "contig": (B, E, L)
+    backward: bool  # also time forward+backward
+
+
+# Sequential-forward tiles timed besides the default (SEQ_BLOCK_E channels, one warp, CHUNK
+# tokens), forward only: (seq_block_e, seq_warps, chunk_size).
+SEQ_TILES_QUICK = ((64, 1, None), (32, 1, 64))
+SEQ_TILES_FULL = SEQ_TILES_QUICK + ((16, 1, None), (32, 1, 256), (64, 2, None))
+ASSOC_TILES_FULL = ((4, 256), (16, 64), (8, 256), (16, 128))  # (block_e, chunk_size), forward+backward
+
+
+def scan_plan(quick, other_backends, first_length):
+    """The rows to time at one length, most important first (rows past the deadline are skipped).
+
+    Both Triton forwards run on the same inputs side by side: as the network calls them
+    (channels-last views, forward+backward) and on contiguous tensors (forward). Other tiles and
+    other backends are timed at the first (shorter) length only; at the second, the carry kernel
+    alone shows what the walk over chunks costs (K = L / CHUNK chunks).
     """
-    candidates = [("triton", (None, None))]
-    if first_length:
-        if not quick:
-            candidates += [("triton", cfg) for cfg in ((4, 256), (16, 64), (8, 256), (16, 128))]
-        candidates += [(b, (None, None)) for b in other_backends]
-    return candidates
+    seq, assoc = dict(fwd="seq"), dict(fwd="assoc")
+    rows = [ScanRow("triton", seq, "cl", True), ScanRow("triton", assoc, "cl", first_length),
+            ScanRow("triton", seq, "contig", False), ScanRow("triton", assoc, "contig", False)]
+    if not first_length:
+        return rows + [ScanRow("carry", {}, "contig", False)]
+    rows += [ScanRow("triton", dict(seq, seq_block_e=b, seq_warps=w, chunk_size=c), "cl", False)
+             for b, w, c in (SEQ_TILES_QUICK if quick else SEQ_TILES_FULL)]
+    if not quick:
+        rows += [ScanRow("triton", dict(assoc, block_e=b, chunk_size=c), "contig", True) for b, c in ASSOC_TILES_FULL]
+    return rows + [ScanRow(b, {}, "contig", True) for b in other_backends]
+
+
+def row_name(row, st):
+    """A row's label, with the tile spelled out (defaults from the scan_triton module ``st``)."""
+    if row.backend != "triton":
+        return f"{row.backend} [{row.layout}]"
+    kw = row.kwargs
+    chunk = kw.get("chunk_size") or st.CHUNK
+    if kw["fwd"] == "seq":
+        block = kw.get("seq_block_e") or st.SEQ_BLOCK_E
+        tile = f"{block}x{chunk} w{kw.get('seq_warps') or max(1, block // 32)}"
+    else:
+        tile = f"{kw.get('block_e') or st.BLOCK_E}x{chunk}"
+    return f"triton {kw['fwd']} {tile} [{row.layout}]"
+
+
+SCAN_SHAPE = (1, 64, 32)  # B, E, N: ALGNet's first level (w = 32) at batch 1
+SCAN_LENGTHS = (65_536, 921_600)  # 256x256 and 1280x720 tokens
 
 
 def scan_section(args, device, results):
@@ -290,11 +384,11 @@ def scan_section(args, device, results):
 
     from algnet.ops import backend_status, scan_triton
 
-    lengths = (65_536, 921_600)
+    lengths = SCAN_LENGTHS
     reps = 3 if args.quick else 10
-    batch, channels, nstate = 1, 64, 32
+    batch, channels, nstate = SCAN_SHAPE
 
-    def inputs(length, requires_grad):
+    def inputs(length, requires_grad, layout):
         g = torch.Generator(device=device).manual_seed(0)
         t = {
             "u": torch.randn(batch, channels, length, device=device, generator=g),
@@ -306,7 +400,10 @@ def scan_section(args, device, results):
             "z": torch.randn(batch, channels, length, device=device, generator=g),
             "delta_bias": torch.full((channels,), -3.0, device=device),
         }
-        return [t[k].requires_grad_(requires_grad) for k in NAMES]
+        t = {k: v.requires_grad_(requires_grad) for k, v in t.items()}
+        if layout == "cl":
+            t = channels_last(t)  # made once, outside the timed calls
+        return [t[k] for k in NAMES]
 
     def run(deadline):
         bandwidth = copy_bandwidth(device)
@@ -318,47 +415,61 @@ def scan_section(args, device, results):
             updates = batch * channels * nstate * length
             fwd_bytes = 4 * (4 * batch * channels * length + 2 * batch * nstate * length)  # u, delta, z, y; B, C
             bwd_bytes = 4 * (7 * batch * channels * length + 4 * batch * nstate * length)  # + dy, du, ddelta, dz; dB, dC
-            for backend, cfg in scan_candidates(args.quick, others, length == lengths[0]):
+            for plan_row in scan_plan(args.quick, others, length == lengths[0]):
+                name = row_name(plan_row, scan_triton)
                 if time.time() > deadline:
-                    print(f"  skipped {backend} {cfg} L={length}: out of time", flush=True)
+                    print(f"  skipped {name} L={length}: out of time", flush=True)
                     continue
-                name = backend if backend != "triton" else f"triton {cfg[0] or scan_triton.BLOCK_E}x{cfg[1] or scan_triton.CHUNK}"
                 try:
-                    row = _time_scan(backend, cfg, inputs, length, reps, deadline)
+                    if plan_row.backend == "carry":
+                        row = _time_carry(length, reps, deadline)
+                    else:
+                        row = _time_scan(plan_row, inputs, length, reps, deadline)
                 except SectionTimeout:
                     raise
                 except Exception as err:
                     traceback.print_exc()
                     print(f"  {name} L={length}: ERROR {type(err).__name__}: {err}", flush=True)
                     results.section_errors.setdefault("scan", f"{name} L={length}: {type(err).__name__}: {err}")
+                    _free_memory()
                     continue
-                row.update(name=name, L=length, fwd_updates_per_s=updates / row["fwd_s"],
-                           fwd_floor_s=fwd_bytes / bandwidth, fwdbwd_floor_s=(fwd_bytes + bwd_bytes) / bandwidth)
+                row.update(name=name, L=length)
+                if plan_row.backend == "carry":
+                    rows.append(row)
+                    print(f"  {name:32s} L={length:>7d}  {row['fwd_s'] * 1e3:8.3f} ms "
+                          f"({row['chunks']} chunks of {scan_triton.CHUNK})", flush=True)
+                    continue
+                row.update(fwd_updates_per_s=updates / row["fwd_s"], fwd_floor_s=fwd_bytes / bandwidth,
+                           fwdbwd_floor_s=(fwd_bytes + bwd_bytes) / bandwidth)
                 if row.get("fwdbwd_s"):
                     row["fwdbwd_updates_per_s"] = updates / row["fwdbwd_s"]
                 rows.append(row)
-                print(f"  {name:18s} L={length:>7d}  fwd {row['fwd_s'] * 1e3:8.2f} ms ({row['fwd_updates_per_s']:.2e} upd/s, "
+                print(f"  {name:32s} L={length:>7d}  fwd {row['fwd_s'] * 1e3:8.3f} ms ({row['fwd_updates_per_s']:.2e} upd/s, "
                       f"floor {row['fwd_floor_s'] * 1e3:.2f} ms)  fwd+bwd "
                       + (f"{row['fwdbwd_s'] * 1e3:8.2f} ms ({row['fwdbwd_updates_per_s']:.2e} upd/s, floor {row['fwdbwd_floor_s'] * 1e3:.2f} ms)"
                          if row.get("fwdbwd_s") else "-"), flush=True)
                 _free_memory()
 
-    def _time_scan(backend, cfg, inputs, length, reps, deadline):
+    def _time_scan(plan_row, inputs, length, reps, deadline):
         from algnet.ops import selective_scan
 
-        if backend == "triton":
+        if plan_row.backend == "triton":
             def scan(*a):
-                return scan_triton.selective_scan(*a, True, block_e=cfg[0], chunk_size=cfg[1])
+                return scan_triton.selective_scan(*a, True, **plan_row.kwargs)
         else:
             def scan(*a):
-                return selective_scan(*a, delta_softplus=True, backend=backend)
+                return selective_scan(*a, delta_softplus=True, backend=plan_row.backend)
         row = {}
         with torch.no_grad():
-            a = inputs(length, False)
+            a = inputs(length, False, plan_row.layout)
             row["fwd_s"] = cuda_time(lambda: scan(*a), warmup=2, reps=reps, deadline=deadline)
             del a
-        a = inputs(length, True)
-        dy = torch.randn(batch, channels, length, device=device)
+        if not plan_row.backward:
+            return row
+        a = inputs(length, True, plan_row.layout)
+        dy = torch.randn(batch, length, channels, device=device).transpose(1, 2)  # as out_proj's backward gives it
+        if plan_row.layout == "contig":
+            dy = dy.contiguous()
 
         def fwd_bwd():
             torch.autograd.grad(scan(*a), a, dy)
@@ -368,11 +479,36 @@ def scan_section(args, device, results):
         row["fwdbwd_peak_GiB"] = torch.cuda.max_memory_allocated() / 2**30
         return row
 
+    def _time_carry(length, reps, deadline):
+        # The forward's carry launch (scan_triton._forward), alone, on states of the right shape.
+        import triton.language as tl
+
+        k = scan_triton._kernels(False)
+        n_chunks = -(-length // scan_triton.CHUNK)
+        A = -torch.arange(1, nstate + 1, device=device, dtype=torch.float32).repeat(channels, 1)
+        dtsum = torch.rand(batch, n_chunks, channels, device=device)
+        hend = torch.randn(batch, n_chunks, channels, nstate, device=device)
+        hin = torch.empty_like(hend)
+        block = scan_triton.BLOCK_E
+
+        def carry():
+            k.carry[(-(-channels // block), batch)](
+                A, dtsum, hend, hin, channels, n_chunks, nstate, REVERSE=False, GROUP=scan_triton.CARRY_GROUP,
+                BLOCK_E=block, NP=scan_triton._next_pow2(nstate), ACC=tl.float32, num_warps=4)
+
+        return dict(fwd_s=cuda_time(carry, warmup=2, reps=reps, deadline=deadline), chunks=n_chunks)
+
     return run
 
 
 # ---------------------------------------------------------------------------------------------
 # 3. network
+
+
+NETWORK_SIZE = (720, 1280)
+# (model, precision, Triton forward kernel or None where the model has no scan, optional row)
+NETWORK_PLAN = (("algnet", "fp32", "seq", False), ("algnet", "bf16", "seq", False), ("nafnet32", "fp32", None, False),
+                ("nafnet32", "bf16", None, False), ("algnet", "fp32", "assoc", True))
 
 
 def network_section(args, device, results):
@@ -387,43 +523,55 @@ def network_section(args, device, results):
         scan_backend = resolve_backend(None, device)
         print(f"  scan backend (auto): {scan_backend}; cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, "
               f"matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}", flush=True)
-        x = torch.rand(1, 3, 720, 1280, device=device)
+        x = torch.rand(1, 3, *NETWORK_SIZE, device=device)
         rows = []
         results.data["network"] = dict(scan_backend=scan_backend, rows=rows)
-        for name in ("algnet", "nafnet32"):
-            model = algnet.create_model(name).to(device).eval()
-            params = sum(p.numel() for p in model.parameters()) / 1e6
-            for precision in ("fp32", "bf16"):
-                if time.time() > deadline:
-                    print(f"  skipped {name} {precision}: out of time", flush=True)
+        model, model_name = None, None
+        for name, precision, fwd, optional in NETWORK_PLAN:
+            if scan_backend != "triton":
+                if optional:
+                    continue  # the comparison of Triton forwards means nothing on another backend
+                fwd = None
+            label = f"{name} {precision}" + (f" triton fwd={fwd}" if fwd else "")
+            if time.time() > deadline:
+                print(f"  skipped {label}: out of time", flush=True)
+                if not optional:
                     results.section_errors.setdefault("network", "ran out of time before every model was timed")
-                    continue
-                try:
-                    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                        out = model(x)[-1]
-                        finite = bool(torch.isfinite(out).all())
-                        del out
-                        torch.cuda.reset_peak_memory_stats()
-                        seconds = cuda_time(lambda: model(x), warmup=1, reps=reps, deadline=deadline)
-                    peak = torch.cuda.max_memory_allocated() / 2**30
-                except SectionTimeout:
-                    raise
-                except Exception as err:
-                    traceback.print_exc()
-                    results.section_errors.setdefault("network", f"{name} {precision}: {type(err).__name__}: {err}")
-                    print(f"  {name} {precision}: ERROR {type(err).__name__}: {err}", flush=True)
+                continue
+            try:
+                if model_name != name:
+                    model = model_name = None
                     _free_memory()
-                    continue
-                rows.append(dict(model=name, precision=precision, params_M=params, seconds=seconds, peak_GiB=peak,
-                                 finite=finite))
-                print(f"  {name:9s} {precision}: {seconds * 1e3:8.1f} ms  peak {peak:5.2f} GiB  "
-                      f"({params:.1f} M params, output finite: {finite})", flush=True)
+                    model = algnet.create_model(name).to(device).eval()
+                    model_name = name
+                params = sum(p.numel() for p in model.parameters()) / 1e6
+                with forced_env(TRITON_FWD_ENV, fwd), torch.no_grad(), \
+                        torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    out = model(x)[-1]
+                    finite = bool(torch.isfinite(out).all())
+                    del out
+                    torch.cuda.reset_peak_memory_stats()
+                    seconds = cuda_time(lambda: model(x), warmup=1, reps=reps, deadline=deadline)
+                peak = torch.cuda.max_memory_allocated() / 2**30
+            except SectionTimeout:
+                raise
+            except Exception as err:
+                traceback.print_exc()
+                results.section_errors.setdefault("network", f"{label}: {type(err).__name__}: {err}")
+                print(f"  {label}: ERROR {type(err).__name__}: {err}", flush=True)
                 _free_memory()
-            del model
+                continue
+            rows.append(dict(model=name, precision=precision, triton_fwd=fwd, params_M=params, seconds=seconds,
+                             peak_GiB=peak, finite=finite))
+            print(f"  {label:28s}: {seconds * 1e3:8.1f} ms  peak {peak:5.2f} GiB  "
+                  f"({params:.1f} M params, output finite: {finite})", flush=True)
             _free_memory()
-        print("\n  model      precision  latency (ms)  peak GPU memory (GiB)   [1280x720, batch 1, median]")
+        del model
+        _free_memory()
+        print("\n  model      precision  triton fwd  latency (ms)  peak GPU memory (GiB)   [1280x720, batch 1, median]")
         for r in rows:
-            print(f"  {r['model']:9s}  {r['precision']:9s}  {r['seconds'] * 1e3:12.1f}  {r['peak_GiB']:21.2f}")
+            print(f"  {r['model']:9s}  {r['precision']:9s}  {r['triton_fwd'] or '-':10s}  {r['seconds'] * 1e3:12.1f}"
+                  f"  {r['peak_GiB']:21.2f}")
 
     return run
 
@@ -432,7 +580,7 @@ def network_section(args, device, results):
 
 
 BUDGETS = {"correctness": 120, "scan": 110, "network": 150}
-QUICK_BUDGETS = {"correctness": 45, "scan": 30, "network": 40}
+QUICK_BUDGETS = {"correctness": 45, "scan": 45, "network": 40}
 STARTUP_S = 30  # allowance for a child's imports and CUDA start-up, on top of its section budget
 SECTIONS = ("correctness", "scan", "network")
 

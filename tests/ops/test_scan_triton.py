@@ -57,6 +57,13 @@ def interpret(monkeypatch):
     if not INTERPRETER_READY:
         pytest.skip("triton was imported in compiled mode before this module; run this file alone")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.delenv(scan_triton.FWD_ENV_VAR, raising=False)
+
+
+@pytest.fixture(params=scan_triton.FWD_KERNELS)
+def fwd(request):
+    """Both forward kernels: sequential in each chunk, and associative scan over each chunk."""
+    return request.param
 
 
 def make_inputs(batch, channels, nstate, length, dtype=torch.float64, a_max=2.0, delta_scale=1.0,
@@ -82,8 +89,31 @@ def make_inputs(batch, channels, nstate, length, dtype=torch.float64, a_max=2.0,
     return {k: None if v is None else v.to(dtype).requires_grad_() for k, v in tensors.items()}
 
 
+def channels_last(inputs, rank):
+    """The inputs as the Mamba layer hands them over: (B, E, L) views of channels-last memory.
+
+    u, delta and z become transposed (B, L, E) tensors; B and C become slices of one (B, L,
+    rank + 2N) tensor after ``rank`` leading columns (dt's rank in the layer), so their rows are
+    neither contiguous nor aligned. Gradients flow back to the original leaves.
+    """
+    out = dict(inputs)
+    for k in ("u", "delta", "z"):
+        if inputs[k] is not None:
+            out[k] = inputs[k].transpose(1, 2).contiguous().transpose(1, 2)
+    batch, nstate, length = inputs["B"].shape
+    pad = torch.zeros(batch, length, rank, dtype=inputs["B"].dtype)
+    x_dbl = torch.cat([pad, inputs["B"].transpose(1, 2), inputs["C"].transpose(1, 2)], dim=2)  # (B, L, R + 2N)
+    out["B"] = x_dbl[:, :, rank:rank + nstate].transpose(1, 2)
+    out["C"] = x_dbl[:, :, rank + nstate:].transpose(1, 2)
+    return out
+
+
 def check_against_reference(inputs, softplus, dtype, **kwargs):
-    """Compares y and all gradients with the float64 reference on the same (rounded) values."""
+    """Compares y and all gradients with the float64 reference on the same (rounded) values.
+
+    Gradients are taken with respect to the leaves of ``inputs`` (views are differentiated through).
+    Returns y.
+    """
     args = [inputs[k] for k in NAMES]
     y = scan_triton.selective_scan(*args, softplus, **kwargs)
     assert y.dtype == inputs["u"].dtype
@@ -98,6 +128,7 @@ def check_against_reference(inputs, softplus, dtype, **kwargs):
     for i, got, want in zip(present, grads, grads_ref):
         assert got.dtype == args[i].dtype, NAMES[i]
         _assert_close("d" + NAMES[i], got, want, rtol)
+    return y
 
 
 def _assert_close(name, got, want, rtol):
@@ -107,54 +138,67 @@ def _assert_close(name, got, want, rtol):
 
 
 class TestAgainstReference:
-    def test_float64_all_options_several_chunks(self, interpret):
-        # Odd channel and state counts exercise the masks; L = 37 spans 3 chunks of 16.
+    def test_float64_all_options_several_chunks(self, interpret, fwd):
+        # Odd channel and state counts exercise the masks; L = 37 spans 3 chunks of 16; the
+        # sequential forward runs two channel blocks of 4.
         inputs = make_inputs(2, 5, 3, 37)
-        check_against_reference(inputs, True, torch.float64, chunk_size=16, block_e=4)
+        check_against_reference(inputs, True, torch.float64, fwd=fwd, chunk_size=16, block_e=4, seq_block_e=4)
 
-    def test_float32_all_options(self, interpret):
+    def test_float32_all_options(self, interpret, fwd):
         inputs = make_inputs(1, 6, 4, 29, dtype=torch.float32)
-        check_against_reference(inputs, True, torch.float32, chunk_size=8, block_e=4)
+        check_against_reference(inputs, True, torch.float32, fwd=fwd, chunk_size=8, block_e=4)
 
     @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-    def test_large_a_and_delta(self, interpret, dtype):
+    def test_large_a_and_delta(self, interpret, fwd, dtype):
         # |A| up to 32 with dt up to ~5: exp(l) of the factored form would overflow after a few tokens.
         inputs = make_inputs(1, 4, 4, 45, dtype=dtype, a_max=32.0, delta_scale=6.0)
-        check_against_reference(inputs, True, dtype, chunk_size=16, block_e=4)
+        check_against_reference(inputs, True, dtype, fwd=fwd, chunk_size=16, block_e=4)
 
-    def test_long_sequence_many_chunks(self, interpret):
+    def test_long_sequence_many_chunks(self, interpret, fwd):
         inputs = make_inputs(1, 2, 2, 300, a_max=0.5, delta_scale=0.2)
-        check_against_reference(inputs, True, torch.float64, chunk_size=32, block_e=2)
+        check_against_reference(inputs, True, torch.float64, fwd=fwd, chunk_size=32, block_e=2)
 
     @pytest.mark.parametrize("softplus", [True, False])
-    def test_single_token(self, interpret, softplus):
+    def test_single_token(self, interpret, fwd, softplus):
         inputs = make_inputs(2, 3, 2, 1)
-        check_against_reference(inputs, softplus, torch.float64, chunk_size=16)
+        check_against_reference(inputs, softplus, torch.float64, fwd=fwd, chunk_size=16)
 
     @pytest.mark.parametrize(
         "with_d, with_z, with_bias, softplus",
         [(False, False, False, False), (True, False, False, False), (False, True, False, True),
          (False, False, True, True), (True, True, False, False)],
     )
-    def test_optional_arguments(self, interpret, with_d, with_z, with_bias, softplus):
+    def test_optional_arguments(self, interpret, fwd, with_d, with_z, with_bias, softplus):
         # Without softplus, delta must stay positive: shift it up.
         inputs = make_inputs(1, 3, 2, 21, with_d=with_d, with_z=with_z, with_bias=with_bias, seed=3)
         if not softplus:
             inputs["delta"] = (inputs["delta"].detach() + 0.4).requires_grad_()
-        check_against_reference(inputs, softplus, torch.float64, chunk_size=8, block_e=2)
+        check_against_reference(inputs, softplus, torch.float64, fwd=fwd, chunk_size=8, block_e=2)
 
-    def test_softplus_identity_above_20(self, interpret):
+    def test_softplus_identity_above_20(self, interpret, fwd):
         inputs = make_inputs(1, 2, 2, 12, a_max=0.01)
         inputs["delta"] = (inputs["delta"].detach() * 10 + torch.tensor([[[15.0], [25.0]]],
                            dtype=torch.float64)).requires_grad_()
-        check_against_reference(inputs, True, torch.float64, chunk_size=8)
+        check_against_reference(inputs, True, torch.float64, fwd=fwd, chunk_size=8)
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-    def test_half_inputs_computed_in_float32(self, interpret, dtype):
+    def test_half_inputs_computed_in_float32(self, interpret, fwd, dtype):
         inputs = make_inputs(1, 3, 2, 20, dtype=torch.float32)
         for k in ("u", "delta", "B", "C", "z"):
             inputs[k] = inputs[k].detach().to(dtype).requires_grad_()
-        check_against_reference(inputs, True, dtype, chunk_size=8)
+        check_against_reference(inputs, True, dtype, fwd=fwd, chunk_size=8)
+
+    @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+    def test_channels_last_views(self, interpret, fwd, dtype):
+        # As the Mamba layer calls it: u, delta, z are (B, L, E) memory seen as (B, E, L), and B,
+        # C are slices of one (B, L, R + 2N) projection. The sequential forward reads them in
+        # place and returns y channels-last; the associative one copies them and returns y
+        # contiguous. 17 tokens are 3 chunks of 8, the last one short.
+        inputs = make_inputs(2, 5, 3, 17, dtype=dtype, seed=4)
+        views = channels_last(inputs, rank=2)
+        assert views["u"].stride(1) == 1 and views["B"].stride(1) == 1 and not views["B"].is_contiguous()
+        y = check_against_reference(views, True, dtype, fwd=fwd, chunk_size=8, seq_block_e=4)
+        assert y.stride(1) == (1 if fwd == "seq" else 17)
 
 
 class TestDeterminism:
@@ -231,6 +275,69 @@ class TestInterface:
         args = [t.detach() for t in make_inputs(1, 2, 2, 4).values()]
         with pytest.raises(ValueError, match="power of two"):
             scan_triton.selective_scan(*args, True, chunk_size=12)
+        with pytest.raises(ValueError, match="seq_block_e must be a power of two"):
+            scan_triton.selective_scan(*args, True, seq_block_e=24)
+
+
+class SpyKernels:
+    """Counts the launches of each forward kernel, then runs it."""
+
+    def __init__(self, monkeypatch):
+        self.launches = []
+        kernels = scan_triton._kernels(True)
+        for name in ("scan_seq", "scan_fwd"):
+            monkeypatch.setattr(kernels, name, self._wrap(name, getattr(kernels, name)))
+
+    def _wrap(self, name, kernel):
+        spy = self
+
+        class Launcher:
+            def __getitem__(self, grid):
+                spy.launches.append(name)
+                return kernel[grid]
+
+        return Launcher()
+
+
+class TestForwardSelection:
+    def test_sequential_is_the_default(self, interpret, monkeypatch):
+        spy = SpyKernels(monkeypatch)
+        args = [t.detach() for t in make_inputs(1, 3, 2, 20, dtype=torch.float32).values()]
+        y = scan_triton.selective_scan(*args, True, chunk_size=8)
+        torch.testing.assert_close(y, selective_scan_ref(*args, delta_softplus=True), rtol=1e-5, atol=1e-5)
+        assert spy.launches == ["scan_seq", "scan_seq"]  # the local pass and the y pass (3 chunks)
+
+    def test_environment_variable_read_at_each_call(self, interpret, monkeypatch):
+        spy = SpyKernels(monkeypatch)
+        args = [t.detach() for t in make_inputs(1, 3, 2, 5, dtype=torch.float32).values()]
+        monkeypatch.setenv(scan_triton.FWD_ENV_VAR, "assoc")
+        scan_triton.selective_scan(*args, True)
+        monkeypatch.setenv(scan_triton.FWD_ENV_VAR, "SEQ")
+        scan_triton.selective_scan(*args, True)
+        assert spy.launches == ["scan_fwd", "scan_seq"]
+
+    def test_keyword_overrides_environment(self, interpret, monkeypatch):
+        spy = SpyKernels(monkeypatch)
+        args = [t.detach() for t in make_inputs(1, 3, 2, 5, dtype=torch.float32).values()]
+        monkeypatch.setenv(scan_triton.FWD_ENV_VAR, "seq")
+        scan_triton.selective_scan(*args, True, fwd="assoc")
+        assert spy.launches == ["scan_fwd"]
+
+    def test_unknown_kernel_is_an_error(self, interpret, monkeypatch):
+        args = [t.detach() for t in make_inputs(1, 3, 2, 5).values()]
+        with pytest.raises(ValueError, match="choose seq or assoc"):
+            scan_triton.selective_scan(*args, True, fwd="parallel")
+        monkeypatch.setenv(scan_triton.FWD_ENV_VAR, "fast")
+        with pytest.raises(ValueError, match=scan_triton.FWD_ENV_VAR):
+            scan_triton.selective_scan(*args, True)
+
+    @pytest.mark.parametrize("seq_block_e, seq_warps", [(2, 1), (4, None), (8, 2)])
+    def test_sequential_tile_overrides(self, interpret, seq_block_e, seq_warps):
+        # Three, two and one channel blocks over E = 5 (the interpreter runs any warp count).
+        inputs = make_inputs(1, 5, 3, 19, seed=6)
+        args = [t.detach() for t in inputs.values()]
+        y = scan_triton.selective_scan(*args, True, chunk_size=8, seq_block_e=seq_block_e, seq_warps=seq_warps)
+        _assert_close("y", y, selective_scan_ref(*args, delta_softplus=True), RTOL[torch.float64])
 
 
 def _run_clean(code: str) -> subprocess.CompletedProcess:
@@ -240,7 +347,10 @@ def _run_clean(code: str) -> subprocess.CompletedProcess:
 
 
 COMPILE_ALL = """
-    import sys
+    import os
+    import re
+    import subprocess
+    import tempfile
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -248,18 +358,36 @@ COMPILE_ALL = """
 
     fp32 = triton.language.float32
     kernels = st._kernels(False)
-    flags = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BLOCK_E=st.BLOCK_E, CHUNK=st.CHUNK, ACC=fp32)
-    launches = [(kernels.scan_fwd, dict(flags, LOCAL=True)), (kernels.scan_fwd, dict(flags, LOCAL=False)),
-                (kernels.grad_local, flags), (kernels.scan_bwd, flags),
-                (kernels.carry, dict(REVERSE=True, GROUP=st.CARRY_GROUP, BLOCK_E=st.BLOCK_E, NP=32, ACC=fp32))]
+    flags = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, CHUNK=st.CHUNK, ACC=fp32)
+    assoc = dict(flags, BLOCK_E=st.BLOCK_E)
+    seq = dict(flags, BLOCK_E=st.SEQ_BLOCK_E, NP=32)
+    # Strides equal to 1 are compile-time constants at launch: channels-last views (as the Mamba
+    # layer passes them) and contiguous (B, E, L) / (B, N, L) tensors are different variants.
+    unit_e = dict(su_e=1, sd_e=1, sz_e=1, sy_e=1, sB_n=1, sC_n=1)
+    unit_l = dict(su_l=1, sd_l=1, sz_l=1, sy_l=1, sB_l=1, sC_l=1)
+    warps, seq_warps = st._warps(st.BLOCK_E, st.CHUNK), max(1, st.SEQ_BLOCK_E // 32)
+    launches = [(kernels.scan_fwd, dict(assoc, LOCAL=True), warps), (kernels.scan_fwd, dict(assoc, LOCAL=False), warps),
+                (kernels.grad_local, assoc, warps), (kernels.scan_bwd, assoc, warps),
+                (kernels.carry, dict(REVERSE=True, GROUP=st.CARRY_GROUP, BLOCK_E=st.BLOCK_E, NP=32, ACC=fp32), 4),
+                (kernels.scan_seq, dict(seq, LOCAL=True, **unit_e), seq_warps),
+                (kernels.scan_seq, dict(seq, LOCAL=False, **unit_e), seq_warps),
+                (kernels.scan_seq, dict(seq, LOCAL=False, **unit_l), seq_warps)]
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     try:
         for capability in (80, 90):  # A100, H100/H200
-            for fn, const in launches:
+            for fn, const, num_warps in launches:
                 sig = {n: "constexpr" if n in const else ("*fp32" if n.endswith("_ptr") else "i32") for n in fn.arg_names}
                 c = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const),
-                                   target=GPUTarget("cuda", capability, 32),
-                                   options=dict(num_warps=st._warps(st.BLOCK_E, st.CHUNK)))
+                                   target=GPUTarget("cuda", capability, 32), options=dict(num_warps=num_warps))
                 assert c.asm["cubin"], fn
+                if fn is kernels.scan_seq and os.path.exists(cuobjdump):
+                    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+                        f.write(c.asm["cubin"])
+                        f.flush()
+                        usage = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
+                    # Spilled registers live in the stack frame (STACK), local arrays in LOCAL.
+                    regs, stack, local = (int(re.search(key + r":(\\d+)", usage).group(1)) for key in ("REG", "STACK", "LOCAL"))
+                    print("RESOURCES", capability, "LOCAL" if const["LOCAL"] else "Y", "registers", regs, "spill-bytes", stack + local)
             print("COMPILED", capability, len(launches))
     except FileNotFoundError as err:  # a triton build without NVIDIA's ptxas
         print("NO-TOOLCHAIN", err)
@@ -267,12 +395,15 @@ COMPILE_ALL = """
 
 
 def test_kernels_compile_for_gpu_without_one():
-    """Smoke test: Triton's compiler and the ptxas in its wheel accept every kernel variant (sm_80, sm_90)."""
+    """Every kernel variant compiles for sm_80 and sm_90 (Triton's compiler and the ptxas in its
+    wheel), and the sequential forward's state tile fits in registers: no spills."""
     out = _run_clean(COMPILE_ALL)
     assert out.returncode == 0, out.stderr[-3000:]
     if "NO-TOOLCHAIN" in out.stdout:
         pytest.skip(out.stdout.strip())
-    assert "COMPILED 80 5" in out.stdout and "COMPILED 90 5" in out.stdout
+    assert "COMPILED 80 8" in out.stdout and "COMPILED 90 8" in out.stdout
+    resources = [line.split() for line in out.stdout.splitlines() if line.startswith("RESOURCES")]
+    assert all(r[-1] == "0" for r in resources), resources
 
 
 GPU_CHECK = """
@@ -320,7 +451,7 @@ def test_gpu_check_cpu_interpret_smoke():
     out = _run_clean(f"import runpy, sys; sys.argv = ['gpu_check.py', '--cpu-interpret']; "
                      f"runpy.run_path({GPU_CHECK_SCRIPT!r}, run_name='__main__')")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "RESULT: PASS" in out.stdout and "correctness: 6/6 checks passed" in out.stdout
+    assert "RESULT: PASS" in out.stdout and "correctness: 8/8 checks passed" in out.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")

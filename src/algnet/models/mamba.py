@@ -86,8 +86,9 @@ class Mamba(nn.Module):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         # Channels-last throughout: every projection reads and writes (B, L, *) rows, and the scan
-        # takes (B, E, L) *views* of that memory (the cpu backend keeps their strides and returns
-        # y channels-last), so the layer makes no transposed copy of any (B, L, E) tensor.
+        # takes (B, E, L) *views* of that memory (the cpu backend and the triton backend's default
+        # forward keep their strides and return y channels-last), so the layer makes no transposed
+        # copy of any (B, L, E) tensor.
         xz = self.in_proj(x)  # (B, L, 2E)
         x, z = xz.split(self.d_inner, dim=-1)  # (B, L, E) views
         x = self._conv_silu(x)  # (B, L, E)

@@ -158,6 +158,18 @@ class TestAgainstReference:
         inputs = make_inputs(1, 2, 2, 300, a_max=0.5, delta_scale=0.2)
         check_against_reference(inputs, True, torch.float64, fwd=fwd, chunk_size=32, block_e=2)
 
+    def test_inference_defaults_span_several_chunks(self, interpret, fwd, monkeypatch):
+        """Without autograd the sequential forward takes its inference chunk and carry shape; here
+        shrunk (as the module reads them at call time) so a short sequence spans 5 chunks and
+        2 carry groups, and an odd channel count leaves a partial carry block."""
+        monkeypatch.setattr(scan_triton, "SEQ_INFER_CHUNK", 16)
+        monkeypatch.setattr(scan_triton, "SEQ_CARRY_GROUP", 4)
+        inputs = make_inputs(2, 3, 4, 70, a_max=0.5, delta_scale=0.3)
+        with torch.no_grad():
+            y = scan_triton.selective_scan(*[inputs[k] for k in NAMES], True, fwd=fwd)
+        y_ref = selective_scan_ref(*[inputs[k] for k in NAMES], delta_softplus=True)
+        _assert_close("y", y, y_ref, RTOL[torch.float64])
+
     @pytest.mark.parametrize("softplus", [True, False])
     def test_single_token(self, interpret, fwd, softplus):
         inputs = make_inputs(2, 3, 2, 1)
@@ -371,7 +383,9 @@ COMPILE_ALL = """
                 (kernels.carry, dict(REVERSE=True, GROUP=st.CARRY_GROUP, BLOCK_E=st.BLOCK_E, NP=32, ACC=fp32), 4),
                 (kernels.scan_seq, dict(seq, LOCAL=True, **unit_e), seq_warps),
                 (kernels.scan_seq, dict(seq, LOCAL=False, **unit_e), seq_warps),
-                (kernels.scan_seq, dict(seq, LOCAL=False, **unit_l), seq_warps)]
+                (kernels.scan_seq, dict(seq, LOCAL=False, **unit_l), seq_warps),
+                (kernels.scan_seq, dict(seq, LOCAL=False, **unit_e, CHUNK=st.SEQ_INFER_CHUNK), seq_warps),
+                (kernels.carry, dict(REVERSE=False, GROUP=st.SEQ_CARRY_GROUP, BLOCK_E=st.SEQ_CARRY_BLOCK_E, NP=32, ACC=fp32), 4)]
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     try:
         for capability in (80, 90):  # A100, H100/H200
@@ -401,7 +415,7 @@ def test_kernels_compile_for_gpu_without_one():
     assert out.returncode == 0, out.stderr[-3000:]
     if "NO-TOOLCHAIN" in out.stdout:
         pytest.skip(out.stdout.strip())
-    assert "COMPILED 80 8" in out.stdout and "COMPILED 90 8" in out.stdout
+    assert "COMPILED 80 10" in out.stdout and "COMPILED 90 10" in out.stdout
     resources = [line.split() for line in out.stdout.splitlines() if line.startswith("RESOURCES")]
     assert all(r[-1] == "0" for r in resources), resources
 

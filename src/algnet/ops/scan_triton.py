@@ -35,8 +35,12 @@ Two kernels implement passes 1 and 3; ``fwd=`` or the ALGNET_TRITON_FWD environm
   exp. Measured on an H200 (benchmarks/RESULTS.md, 2026-11-27): forward 0.65 ms at B=1, E=64,
   N=32, L=65,536, 2.08e11 updates/s, 32x its memory-bandwidth floor: compute-bound.
 
-The sequential kernel is untimed until a GPU run: ``benchmarks/gpu_check.py`` times both side by
-side, with several ``seq_block_e`` / ``seq_warps`` / ``chunk_size`` tiles.
+Measured side by side on an H200 (Triton 3.6, ``benchmarks/gpu_check.py --quick``, 2026-11-27),
+B=1, E=64, N=32, L=65,536 forward: seq 32x128 0.568 ms on channels-last views (2.36e11 updates/s)
+and 0.604 ms contiguous; assoc 0.936 ms on the views (it copies them) and 0.622 ms contiguous.
+Inside ALGNet at 1280x720 the seq forward took the network from 196 to 123 ms (fp32): no copies of
+the Mamba layer's views, and a wider carry (see SEQ_CARRY_GROUP). The profile then puts scan_seq
+at 27 ms of ~120 ms of GPU kernel time; the rest is PyTorch's own kernels around it.
 
 No exponent is ever positive (products of ``a_t <= 1``; dt >= 0 and A <= 0), so large ``|A| * dt``
 cannot overflow.
@@ -79,12 +83,11 @@ INSTALL_HINT = "pip install triton"
 BLOCK_E = 8
 CHUNK = 128
 CARRY_GROUP = 8  # chunks combined per step of the sequential walk over chunks
-# The sequential forward's walk over chunks: profiled on an H200 inside ALGNet at 1280x720, the
-# carry (8 channels per program: 8 programs for 64 channels, 7,200 chunks in groups of 8) took
-# 15 ms against scan_seq's 19 ms. Without autograd no states are kept for backward, so the chunk
-# can be longer (fewer chunks to walk; still ~1,800 x 2 programs at that size), and the carry
-# takes 2 channels and 32 chunks per step (4x the programs, 1/4 the dependent steps).
-SEQ_INFER_CHUNK = 512
+# The sequential forward's walk over chunks. Profiled on an H200 inside ALGNet at 1280x720, the
+# carry with backward's shape (8 channels per program: 8 programs for 64 channels, 7,200 chunks in
+# groups of 8) took 15 ms against scan_seq's 19 ms; with 2 channels and 32 chunks per step (4x the
+# programs, 1/4 the dependent steps) the network went from 134.6 to 116.4 ms. Longer chunks (fewer
+# to walk) did not pay: 116.3 ms at 256 tokens, 122.5 at 512 (fewer programs for scan_seq).
 SEQ_CARRY_BLOCK_E = 2
 SEQ_CARRY_GROUP = 32
 # Sequential forward: one channel per thread at SEQ_BLOCK_E = 32 * warps. With N = 32, compiled for
@@ -144,8 +147,7 @@ def selective_scan(
         fwd: forward kernel, "seq" (token by token inside each chunk) or "assoc" (associative scan
             over each chunk); None reads ALGNET_TRITON_FWD, default "seq". Backward is the same.
         chunk_size: tokens per program and between saved states, in every kernel (a power of two;
-            default CHUNK, or SEQ_INFER_CHUNK for the sequential forward when autograd needs no
-            states).
+            default CHUNK).
         block_e: channels per program of the associative kernels and of backward (a power of two;
             default BLOCK_E, capped at E's next power).
         seq_block_e: channels per program of the sequential forward (a power of two; default
@@ -165,11 +167,8 @@ def selective_scan(
         raise ValueError(f"unknown triton forward kernel {fwd!r} (fwd= or {FWD_ENV_VAR}); choose seq or assoc")
     channels = _next_pow2(u.shape[1])
     seq_block = _pow2("seq_block_e", seq_block_e or min(SEQ_BLOCK_E, channels))
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
-    default_chunk = SEQ_INFER_CHUNK if fwd == "seq" and not needs_grad else CHUNK
     cfg = _Config(
-        chunk=_pow2("chunk_size", chunk_size or default_chunk),
+        chunk=_pow2("chunk_size", chunk_size or CHUNK),
         block=_pow2("block_e", block_e or min(BLOCK_E, channels)),
         fwd=fwd,
         seq_block=seq_block,
@@ -335,7 +334,11 @@ def _define_kernels(interpret: bool):
 
     ``triton.jit`` decides at definition time, from the environment, whether a kernel runs in the
     interpreter (TRITON_INTERPRET=1) or compiles for the GPU, hence one cached set per mode.
+
+    The helpers and ``tl`` are module globals, not closure variables, so the kernels refer to them
+    by global name (see ``_kernels``).
     """
+    global tl, _affine, _softplus, _tile, _next_dt
     import triton
     import triton.language as tl
 
@@ -657,8 +660,10 @@ def _kernels(interpret: bool):
     """The kernels for the current mode, with their helpers published in this module's globals.
 
     The interpreter re-executes each kernel's source against the module's globals and ignores
-    closures; so does torch.compile (Inductor copies a user kernel and the jit functions it finds
-    in ``fn.__globals__`` into its own module). Both must find ``tl`` and the helpers there.
+    closures; so does torch.compile (Inductor copies a user kernel, and the jit functions its code
+    loads as globals, into a module of its own: a helper seen as a closure variable was left out,
+    and the copy failed with a NameError, on an H200). Both must find ``tl`` and the helpers as
+    globals, and a process that uses both modes must see the current mode's.
     """
     kernels = _define_kernels(interpret)
     globals().update(kernels.helpers)

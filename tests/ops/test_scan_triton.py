@@ -471,3 +471,19 @@ def test_gpu_check_without_gpu_fails_clearly():
                      f"runpy.run_path({GPU_CHECK_SCRIPT!r}, run_name='__main__')")
     assert out.returncode == 1
     assert "no CUDA device visible" in out.stdout and "RESULT: FAIL" in out.stdout
+
+
+NETWORK_GPU_SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "network_gpu.py")
+
+
+def test_network_gpu_help():
+    out = subprocess.run([sys.executable, NETWORK_GPU_SCRIPT, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--compile" in out.stdout and "--budget" in out.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_network_gpu_without_gpu_fails_clearly():
+    out = _run_clean(f"import runpy, sys; sys.argv = ['network_gpu.py']; "
+                     f"runpy.run_path({NETWORK_GPU_SCRIPT!r}, run_name='__main__')")
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "no CUDA device visible" in out.stdout

@@ -26,6 +26,20 @@ def test_layernorm2d_matches_layer_norm_over_channels():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+def test_layernorm2d_without_autograd_matches_and_leaves_input():
+    """The no-grad path works in place on its own temporary: same values, input untouched."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 6, 5, 4, generator=g, dtype=torch.float64)
+    x0 = x.clone()
+    norm = LayerNorm2d(6).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(6, generator=g))
+        norm.bias.copy_(torch.randn(6, generator=g))
+        got = norm(x)
+    torch.testing.assert_close(got, _via_layer_norm(x, norm).detach(), rtol=1e-12, atol=1e-12)
+    assert torch.equal(x, x0)
+
+
 def test_layernorm2d_constant_pixel_is_bias():
     """Zero variance at a pixel: the output is the bias there (eps keeps it finite)."""
     norm = LayerNorm2d(4)

@@ -18,11 +18,17 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # One reduction for both moments and three full-size passes (the textbook form, as in
-        # NAFNet's code, takes two reductions and six), the same function to float rounding.
-        var, mu = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)
-        y = (x - mu) * torch.rsqrt(var + self.eps)
-        return torch.addcmul(self.bias.view(1, -1, 1, 1), self.weight.view(1, -1, 1, 1), y)
+        # The same function as NAFNet's textbook form to float rounding, with x - mean formed once.
+        # Measured on the CPU (1x32x720x1280, 2 threads): textbook 203 ms; this with autograd
+        # 153 ms; without autograd, in place on the one fresh tensor, 93 ms (fresh full-size
+        # tensors cost page faults). torch.var_mean took 282 ms: its reduction over dim 1 is strided.
+        w, b = self.weight.view(1, -1, 1, 1), self.bias.view(1, -1, 1, 1)
+        xc = x - x.mean(1, keepdim=True)
+        if torch.is_grad_enabled():
+            var = (xc * xc).mean(1, keepdim=True)
+            return torch.addcmul(b, w, xc * torch.rsqrt(var + self.eps))
+        var = xc.square().mean(1, keepdim=True)
+        return xc.mul_(torch.rsqrt(var.add_(self.eps))).mul_(w).add_(b)
 
 
 class SimpleGate(nn.Module):

@@ -730,9 +730,9 @@ def _np(t: torch.Tensor | None):
 def _flat(t: torch.Tensor):
     """A 1-D numpy view of the memory a (B, X, L) tensor spans, from its first element."""
     t = t.detach()
-    span = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride())) if t.numel() else 1
     if t.numel() == 0:
         return torch.zeros(1, dtype=t.dtype).numpy()
+    span = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
     return torch.as_strided(t, (span,), (1,)).numpy()
 
 

@@ -507,7 +507,6 @@ def _build(dtype, nstate: int) -> tuple:
         njob = nb * nblk
         nchunks = (L + chunk - 1) // chunk
         one = zero + np.float32(1.0)  # the dtype of zero (an integer 1 would promote float32 to float64)
-        twenty = zero + np.float32(20.0)
         ln2, log2e = _ln2_log2e(zero)
         # Per-job scratch indexed by job, no row views or slices in the prange body: numba then marks
         # every array noalias (see fwd).
@@ -522,7 +521,7 @@ def _build(dtype, nstate: int) -> tuple:
         dsp = np.zeros((njob, m), dtype=A.dtype)  # softplus' (sigmoid of its input)
         us = np.zeros((njob, m), dtype=A.dtype)
         dtus = np.zeros((njob, m), dtype=A.dtype)
-        ypre = np.zeros((njob, m), dtype=A.dtype)  # y before the gate, then ybar = dL/dy * silu(z)
+        ypre = np.zeros((njob, m), dtype=A.dtype)  # y before the gate (for dz)
         gos = np.zeros((njob, m), dtype=A.dtype)  # dL/dout, then dz
         zs = np.zeros((njob, m), dtype=A.dtype)
         ybs = np.zeros((njob, m), dtype=A.dtype)
@@ -603,16 +602,14 @@ def _build(dtype, nstate: int) -> tuple:
                         gos[job, q] = gos[job, q] * yp * sg * (one + zz * (one - sg))
                     _scatter(dz_out, st, 8, b, e0, t0, ne, nt, si, sj, gos, job, tp)
                 for q in range(m):
-                    ypre[job, q] = ybs[job, q]
-                for q in range(m):
-                    dDv[job, q] += ypre[job, q] * us[job, q]
+                    dDv[job, q] += ybs[job, q] * us[job, q]
                 for i in range(nt - 1, -1, -1):  # walk the chunk in reverse
                     t = t0 + i
                     for n in range(nN):
                         dB_part[blk, b, t, n] = zero
                     for j in range(ne):
                         q = i * si + j * sj
-                        ybar = ypre[job, q]
+                        ybar = ybs[job, q]
                         dt = dts[job, q]
                         dtu = dtus[job, q]
                         s_gb = zero
@@ -631,7 +628,7 @@ def _build(dtype, nstate: int) -> tuple:
                         sdd[job, q] = s_ga
                 for q in range(m):
                     s_gb = sgb[job, q]
-                    sgb[job, q] = dts[job, q] * s_gb + Dv[job, q] * ypre[job, q]
+                    sgb[job, q] = dts[job, q] * s_gb + Dv[job, q] * ybs[job, q]
                     sdd[job, q] = (ln2 * sdd[job, q] + us[job, q] * s_gb) * dsp[job, q]  # Ab holds A log2 e
                     dbv[job, q] += sdd[job, q]
                 _scatter(du_out, st, 6, b, e0, t0, ne, nt, si, sj, sgb, job, tp)

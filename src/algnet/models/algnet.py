@@ -47,7 +47,10 @@ class LocalBranch(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(x * self.conv1(self.pool(x)))
+        s = self.conv1(self.pool(x))  # (B, C, 1, 1) channel attention; per pixel under TLC
+        if s.shape[0] == 1 and s.shape[-2:] == (1, 1):  # conv2(x * s) with s folded into conv2's weight: one pass fewer
+            return F.conv2d(x, self.conv2.weight * s.view(1, -1, 1, 1), self.conv2.bias)
+        return self.conv2(x * s)
 
 
 class FeatureAggregation(nn.Module):
@@ -112,14 +115,43 @@ class ALGBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs = self.sg(self.conv2(self.conv1(self.norm1(x))))  # spatial features X^s
-        if self.g_layer is None:
-            f_a = self.l_layer(xs)
-        elif self.l_layer is None:
-            f_a = self.g_layer(xs)
-        else:
-            f_a = self.aggregate(self.g_layer(xs), self.l_layer(xs))
-        y = x + f_a
+        y = self._fused_residual(x, xs) if self._can_fuse(x, xs) else x + self._aggregated(xs)
         return y + self.beta * self.conv5(self.sg(self.conv4(self.norm2(y))))
+
+    def _aggregated(self, xs: torch.Tensor) -> torch.Tensor:
+        """F_A from the spatial features."""
+        if self.g_layer is None:
+            return self.l_layer(xs)
+        if self.l_layer is None:
+            return self.g_layer(xs)
+        return self.aggregate(self.g_layer(xs), self.l_layer(xs))
+
+    def _can_fuse(self, x: torch.Tensor, xs: torch.Tensor) -> bool:
+        """The fused CPU glue serves float32 inference of the paper's and the sum aggregation."""
+        if x.device.type != "cpu" or x.dtype != torch.float32 or xs.dtype != torch.float32:
+            return False
+        if self.g_layer is None or self.l_layer is None or self.aggregation not in ("fa", "sum"):
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad or xs.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return False
+        from ..ops import block_cpu
+
+        return block_cpu.is_available()[0]
+
+    def _fused_residual(self, x: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """``x + F_A`` as :meth:`_aggregated` computes it, with the token LayerNorm and the aggregation
+        each one pass that transposes in cache (:mod:`algnet.ops.block_cpu`)."""
+        from ..ops import block_cpu
+
+        norm = self.g_layer.norm
+        tokens = block_cpu.layernorm_to_tokens(xs, norm.weight, norm.bias, norm.eps)  # (B, H*W, C)
+        f_g = self.g_layer.mamba(tokens)  # (B, H*W, C)
+        f_l = self.l_layer(xs)  # (B, C, H, W)
+        if isinstance(self.aggregate, FeatureAggregation):
+            g, w = self.aggregate.g, self.aggregate.w
+        else:
+            g = w = torch.ones(x.shape[1])
+        return block_cpu.aggregate_residual(x, f_g, f_l, g, w)
 
 
 class BasicConv(nn.Module):

@@ -646,28 +646,30 @@ def _build(dtype, nstate: int) -> tuple:
                     dA_part[b, e0 + j, n] = dA_loc[job, j, n]
             _denormals_restore(zero, csr)
 
-    def conv(x, weight, bias, out, tile):  # weight (K, E): contiguous over channels
-        nb, L, E = x.shape
-        K = weight.shape[0]
+    def conv(x, sx, weight, bias, out, nb, L, tile):  # x[b * sx[0] + t * sx[1] + e]; out (B * L * E); weight (K, E)
+        K, E = weight.shape
         nE = np.uint64(E)
+        sb, sl = np.uint64(sx[0]), np.uint64(sx[1])
         ntiles = (L + tile - 1) // tile
-        for job in prange(nb * ntiles):
+        for job in prange(nb * ntiles):  # flat rows with unit stride over E: every loop below is vector code
             b = job // ntiles
             t0 = (job - b * ntiles) * tile
             for t in range(t0, min(t0 + tile, L)):
-                o = out[b, t]
+                o = np.uint64(b * L + t) * nE
+                k0 = max(0, K - 1 - t)
+                row = np.uint64(b) * sb + np.uint64(t - K + 1 + k0) * sl  # input row of tap k0
                 for e in range(nE):
-                    o[e] = bias[e]
-                for k in range(max(0, K - 1 - t), K):
-                    xs = x[b, t - K + 1 + k]
-                    wk = weight[k]
+                    out[o + e] = bias[e] + weight[k0, e] * x[row + e]
+                for k in range(k0 + 1, K):
+                    row += sl
                     for e in range(nE):
-                        o[e] += wk[e] * xs[e]
+                        out[o + e] += weight[k, e] * x[row + e]
                 for e in range(nE):
-                    o[e] = o[e] * _sigmoid(o[e])
+                    v = out[o + e]
+                    out[o + e] = v * _sigmoid(v)
 
     real = numba.from_dtype(np.dtype(dtype))
-    arr3a, arr3c, arr4c = types.Array(real, 3, "A"), types.Array(real, 3, "C"), types.Array(real, 4, "C")
+    arr3c, arr4c = types.Array(real, 3, "C"), types.Array(real, 4, "C")
     arr1, arr2 = types.Array(real, 1, "C"), types.Array(real, 2, "C")
     arr1a = types.Array(real, 1, "A")
     strides = types.Array(types.int64, 2, "C")
@@ -678,7 +680,7 @@ def _build(dtype, nstate: int) -> tuple:
                          strides)
     with warnings.catch_warnings():  # numba's pedantic SSA note on the inlined branches; harmless
         warnings.simplefilter("ignore", numba.core.errors.NumbaIRAssumptionWarning)
-        conv_sig = types.void(arr3a, arr2, arr1, arr3c, types.intp)
+        conv_sig = types.void(arr1, types.Array(types.int64, 1, "C"), arr2, arr1, arr1, types.intp, types.intp, types.intp)
         # A forced width makes LLVM print a 'loop not vectorized' remark to fd 2 for each loop that
         # keeps scalar code (allocations, strided copies): hide those while compiling.
         saved = os.dup(2) if width else None
@@ -854,10 +856,19 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         (B, L, E) contiguous. PyTorch's depthwise conv1d needs a (B, E, L) copy in and out and
         several passes; this is one pass over x.
     """
+    import numpy as np
+
     dtype = x.dtype
     conv = _get_kernels(dtype)[2]
     _set_threads()
-    bias = bias if bias is not None else torch.zeros(x.shape[-1], dtype=dtype)
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    nb, length, e = x.shape
+    bias = bias if bias is not None else torch.zeros(e, dtype=dtype)
     out = torch.empty(x.shape, dtype=dtype)
-    conv(x.detach().numpy(), weight.detach().to(dtype).t().contiguous().numpy(), bias.detach().to(dtype).contiguous().numpy(), out.numpy(), 256)
+    if out.numel() == 0:
+        return out
+    sx = np.array(x.stride()[:2], dtype=np.int64)
+    conv(_flat(x), sx, weight.detach().to(dtype).t().contiguous().numpy(), bias.detach().to(dtype).contiguous().numpy(),
+         out.view(-1).numpy(), nb, length, 256)
     return out

@@ -1,0 +1,149 @@
+"""Fused CPU kernels for the glue around an ALGBlock's Mamba layer, for inference.
+
+The global branch reads the block's (B, C, H, W) features as (B, H*W, C) tokens and hands its output
+back the same way round; with PyTorch ops each crossing is a transposed copy plus separate passes
+for the token LayerNorm, the feature aggregation ``g * F_G + W * F_L`` and the residual add, and the
+adds mixed a channels-last view with channels-first tensors (strided, ~3x slower than a plain add).
+Each kernel here is one pass over memory, transposing tile by tile in cache:
+
+- :func:`layernorm_to_tokens`: ``LayerNorm over C`` of (B, C, P) features, written as (B, P, C) tokens.
+- :func:`aggregate_residual`: ``x + g * tokens^T + w * local`` back in (B, C, P).
+
+Measured on 2 cores at 1x32x720x1280 (``python3 benchmarks/latency.py --blocks``): see
+benchmarks/RESULTS.md. Kernels are compiled by numba on first use (and cached), parallel over tiles
+of pixels, and leave autograd alone: the model calls them only when no gradient is needed.
+
+Glossary: B batch, C channels, P pixels (H * W), T a tile of pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_TILE = 64  # pixels per tile: a (C, T) block of a 512-channel map is 128 KB, inside L2
+_kernels: dict = {}
+
+
+def is_available() -> tuple[bool, str]:
+    try:
+        import numba  # noqa: F401
+    except ImportError as err:
+        return False, f"numba is not installed ({err}); pip install numba"
+    return True, ""
+
+
+def _build() -> tuple:
+    import numba
+    import numpy as np
+    from numba import njit, prange
+
+    from .scan_cpu import _select_threading_layer
+
+    _select_threading_layer()
+
+    @njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def layernorm_tokens(x, weight, bias, eps, out, njob):  # x (B, C, P), out (B, P, C)
+        nb, nc, npix = x.shape
+        ntiles = (npix + _TILE - 1) // _TILE
+        per_job = (nb * ntiles + njob - 1) // njob
+        inv_c = 1.0 / nc
+        mean = np.zeros((njob, _TILE), dtype=x.dtype)
+        rstd = np.zeros((njob, _TILE), dtype=x.dtype)
+        for job in prange(njob):
+            for tile in range(job * per_job, min((job + 1) * per_job, nb * ntiles)):
+                b = tile // ntiles
+                p0 = (tile - b * ntiles) * _TILE
+                nt = min(_TILE, npix - p0)
+                for p in range(nt):
+                    mean[job, p] = 0.0
+                    rstd[job, p] = 0.0
+                for c in range(nc):  # contiguous rows of the tile, vectorised over pixels
+                    for p in range(nt):
+                        mean[job, p] += x[b, c, p0 + p]
+                for p in range(nt):
+                    mean[job, p] *= inv_c
+                for c in range(nc):  # centred second pass: the tile is in cache
+                    for p in range(nt):
+                        d = x[b, c, p0 + p] - mean[job, p]
+                        rstd[job, p] += d * d
+                for p in range(nt):
+                    rstd[job, p] = 1.0 / math.sqrt(rstd[job, p] * inv_c + eps)
+                for p in range(nt):  # token rows written contiguously; the tile is read across rows
+                    m, r = mean[job, p], rstd[job, p]
+                    for c in range(nc):
+                        out[b, p0 + p, c] = (x[b, c, p0 + p] - m) * r * weight[c] + bias[c]
+
+    @njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def aggregate(x, tokens, local, g, w, out):  # x, local, out (B, C, P); tokens (B, P, C)
+        nb, nc, npix = x.shape
+        ntiles = (npix + _TILE - 1) // _TILE
+        for tile in prange(nb * ntiles):
+            b = tile // ntiles
+            p0 = (tile - b * ntiles) * _TILE
+            nt = min(_TILE, npix - p0)
+            for c in range(nc):
+                gc, wc = g[c], w[c]
+                for p in range(nt):
+                    out[b, c, p0 + p] = x[b, c, p0 + p] + gc * tokens[b, p0 + p, c] + wc * local[b, c, p0 + p]
+
+    return layernorm_tokens, aggregate
+
+
+def _get_kernels() -> tuple:
+    if "k" not in _kernels:
+        _kernels["k"] = _build()
+    return _kernels["k"]
+
+
+def _channels_first(x: torch.Tensor, name: str) -> torch.Tensor:
+    if x.dim() != 4:
+        raise ValueError(f"{name} must be (B, C, H, W), got shape {tuple(x.shape)}")
+    return x.contiguous().view(x.shape[0], x.shape[1], -1)  # (B, C, P)
+
+
+def layernorm_to_tokens(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """``F.layer_norm(x.flatten(2).transpose(1, 2), (C,), weight, bias, eps)`` in one pass.
+
+    Args:
+        x: (B, C, H, W) float32 or float64 features on the CPU.
+        weight, bias: (C,) affine parameters of the LayerNorm.
+        eps: added to the (biased) variance.
+
+    Returns:
+        (B, H*W, C) contiguous tokens, x's dtype.
+    """
+    import numba
+
+    xf = _channels_first(x, "x")
+    nb, nc, npix = xf.shape
+    out = torch.empty(nb, npix, nc, dtype=x.dtype)
+    tiles = nb * math.ceil(npix / _TILE)
+    njob = max(1, min(numba.get_num_threads(), tiles))
+    cast = lambda t: t.detach().to(x.dtype).contiguous().numpy()  # noqa: E731
+    _get_kernels()[0](xf.detach().numpy(), cast(weight), cast(bias), float(eps), out.numpy(), njob)
+    return out
+
+
+def aggregate_residual(x: torch.Tensor, tokens: torch.Tensor, local: torch.Tensor, g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x + g * F_G + w * F_L`` where F_G is given as tokens, in one pass.
+
+    Args:
+        x: (B, C, H, W) block input (the residual).
+        tokens: (B, H*W, C) global-branch output, F_G before it is laid back as a map.
+        local: (B, C, H, W) local-branch output F_L.
+        g, w: per-channel scales, any shape with C elements.
+
+    Returns:
+        (B, C, H, W) contiguous, x's dtype.
+    """
+    xf, lf = _channels_first(x, "x"), _channels_first(local, "local")
+    nb, nc, npix = xf.shape
+    if lf.shape != xf.shape or tokens.shape != (nb, npix, nc):
+        raise ValueError(f"shapes disagree: x {tuple(x.shape)}, local {tuple(local.shape)}, tokens {tuple(tokens.shape)}")
+    out = torch.empty_like(xf)
+    cast = lambda t: t.detach().to(x.dtype).reshape(-1).contiguous().numpy()  # noqa: E731
+    _get_kernels()[1](xf.detach().numpy(), tokens.detach().to(x.dtype).contiguous().numpy(), lf.detach().to(x.dtype).numpy(),
+                      cast(g), cast(w), out.numpy())
+    return out.view(x.shape)

@@ -80,3 +80,24 @@ def test_global_branch_matches_token_composition():
     expected = reference_mamba(g.mamba, F.layer_norm(tokens, (8,), g.norm.weight, g.norm.bias)).transpose(1, 2).reshape(2, 8, 5, 7)
     with torch.no_grad():
         torch.testing.assert_close(g(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_inference_forms_delta_in_the_kernel(monkeypatch):
+    """Without autograd the cpu backend takes a low-rank dt_proj into the scan kernel (rank 3 here); the
+    layer still equals the plain composition."""
+    from algnet.ops import scan_cpu
+
+    torch.manual_seed(0)
+    m = algnet.Mamba(d_model=40, d_state=6, scan_backend="cpu")
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    assert m.dt_rank == 3
+    calls = []
+    fused = scan_cpu.selective_scan_lowrank_delta
+    monkeypatch.setattr(scan_cpu, "selective_scan_lowrank_delta", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    x = torch.randn(2, 45, 40, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        got = m(x)
+    assert calls
+    torch.testing.assert_close(got, reference_mamba(m, x), rtol=1e-4, atol=1e-5)

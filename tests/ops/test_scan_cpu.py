@@ -122,3 +122,31 @@ def test_causal_conv1d_silu_matches_torch(dtype, tol, bias, length):
     want = torch.nn.functional.silu(conv[..., :length]).transpose(1, 2)
     assert got.shape == (batch, length, channels) and got.dtype == dtype
     assert (got - want).abs().max().item() <= tol * want.abs().max().item()
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-6), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("rank", [1, 3])
+def test_lowrank_delta_equals_projected_delta(dtype, tol, rank):
+    """delta = dt_weight @ dt formed per tile in the kernel equals the scan of the projected delta,
+    with the Mamba layer's layouts: channels-last u and z, slices of one x_proj output."""
+    g = torch.Generator().manual_seed(5)
+    b, e, n, length = 2, 24, 8, 300
+    u = torch.randn(b, length, e, generator=g, dtype=dtype).transpose(1, 2)
+    z = torch.randn(b, length, e, generator=g, dtype=dtype).transpose(1, 2)
+    dt, B, C = torch.randn(b, length, rank + 2 * n, generator=g, dtype=dtype).split([rank, n, n], dim=-1)
+    weight = 0.3 * torch.randn(e, rank, generator=g, dtype=dtype)
+    A = -3 * torch.rand(e, n, generator=g, dtype=dtype)
+    D, bias = torch.randn(e, generator=g, dtype=dtype), 0.2 * torch.randn(e, generator=g, dtype=dtype)
+    got = scan_cpu.selective_scan_lowrank_delta(u, dt.transpose(1, 2), weight, A, B.transpose(1, 2), C.transpose(1, 2), D, z, bias, True)
+    want = selective_scan_ref(u, (dt @ weight.t()).transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D, z, bias, True)
+    assert got.dtype == dtype and got.stride() == u.stride()
+    assert (got - want).abs().max().item() <= tol * want.abs().max().item()
+
+
+def test_lowrank_delta_rejects_mismatched_shapes():
+    u = torch.randn(1, 8, 10)
+    A, B = -torch.rand(8, 4), torch.randn(1, 4, 10)
+    with pytest.raises(ValueError, match="dt must be"):
+        scan_cpu.selective_scan_lowrank_delta(u, torch.randn(1, 2, 10), torch.randn(8, 3), A, B, B)
+    with pytest.raises(ValueError, match="dt must be"):
+        scan_cpu.selective_scan_lowrank_delta(u, torch.randn(1, 2, 9), torch.randn(8, 2), A, B, B)

@@ -19,6 +19,11 @@ import torch.nn.functional as F
 
 from ..ops import selective_scan
 
+# Up to this dt rank the cpu kernel forms delta = dt_proj(dt) itself on CPU inference. Side by side
+# (benchmarks/block_cpu.py, 2 cores) against the projection by matmul and the plain scan: rank 2
+# 1.19x, 4 1.11x, 8 1.01x, 16 0.70x, 32 0.52x (R multiply-adds per element cost more than the store).
+_KERNEL_DT_RANK = 4
+
 
 class Mamba(nn.Module):
     """Selective state-space layer, (B, L, D) -> (B, L, D), computed in float32 under autocast."""
@@ -94,24 +99,40 @@ class Mamba(nn.Module):
         x = self._conv_silu(x)  # (B, L, E)
         x_dbl = self.x_proj(x)  # (B, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = dt @ self.dt_proj.weight.t()  # (B, L, E); bias and softplus are fused into the scan
         A = -torch.exp(self.A_log.float())  # (E, N)
+        if self.dt_rank <= _KERNEL_DT_RANK and self._cpu_inference(x):  # dt_proj inside the kernel: no (B, L, E) delta
+            from ..ops.scan_cpu import selective_scan_lowrank_delta
+
+            y = selective_scan_lowrank_delta(
+                x.transpose(1, 2), dt.transpose(1, 2), self.dt_proj.weight, A, B.transpose(1, 2), C.transpose(1, 2),
+                self.D.float(), z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            )  # (B, E, L)
+            return self.out_proj(y.transpose(1, 2))  # (B, L, D)
+        dt = dt @ self.dt_proj.weight.t()  # (B, L, E); bias and softplus are fused into the scan
         y = selective_scan(
             x.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
             z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(), delta_softplus=True, backend=self.scan_backend,
         )  # (B, E, L)
         return self.out_proj(y.transpose(1, 2))  # (B, L, D)
 
+    def _cpu_inference(self, x: torch.Tensor) -> bool:
+        """No gradient is needed and the scan resolves to the numba kernels: the fused paths apply."""
+        if x.device.type != "cpu" or (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))):
+            return False
+        from ..ops import BackendUnavailable, resolve_backend
+
+        try:
+            return resolve_backend(self.scan_backend, x.device) == "cpu"
+        except BackendUnavailable:  # the plain path raises the same clear error
+            return False
+
     def _conv_silu(self, x: torch.Tensor) -> torch.Tensor:
         """silu(causal depthwise conv1d) of channels-last tokens (B, L, E) -> (B, L, E)."""
         weight = self.conv1d.weight[:, 0, :]  # (E, K)
-        if x.device.type == "cpu" and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
-            from ..ops import backend_status
+        if self._cpu_inference(x):
+            from ..ops.scan_cpu import causal_conv1d_silu
 
-            if backend_status("cpu", x.device)[0]:
-                from ..ops.scan_cpu import causal_conv1d_silu
-
-                return causal_conv1d_silu(x, weight, self.conv1d.bias)  # one pass, no copies
+            return causal_conv1d_silu(x, weight, self.conv1d.bias)  # one pass, no copies
         k, length = self.d_conv, x.shape[1]
         xp = F.pad(x, (0, 0, k - 1, 0))  # (B, L + K - 1, E), causal left padding
         out = xp[:, k - 1 :] * weight[:, k - 1]

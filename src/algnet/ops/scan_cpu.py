@@ -391,6 +391,30 @@ def _build(dtype, nstate: int) -> tuple:
 
         return impl
 
+    def _project(src, st, b, e0, t0, ne, nt, si, sj, w, dst, jb):
+        pass
+
+    @overload(_project, inline="always")
+    def _project_impl(src, st, b, e0, t0, ne, nt, si, sj, w, dst, jb):
+        # dst[jb, i * si + j * sj] = sum_r src[b, r, t0 + i] * w[r, e0 + j]: the delta of a tile from
+        # Mamba's low-rank dt (B, R, L) and dt_proj's weight (R, E), so the (B, E, L) delta is never stored.
+        def impl(src, st, b, e0, t0, ne, nt, si, sj, w, dst, jb):
+            sb, sr, sl = np.uint64(st[1, 0]), np.uint64(st[1, 1]), np.uint64(st[1, 2])
+            usi, usj, une = np.uint64(si), np.uint64(sj), np.uint64(ne)
+            ue0 = np.uint64(e0)
+            for i in range(np.uint64(nt)):
+                o = i * usi
+                row = np.uint64(b) * sb + (np.uint64(t0) + i) * sl
+                v = src[row]
+                for j in range(une):
+                    dst[jb, o + j * usj] = v * w[0, ue0 + j]
+                for r in range(1, w.shape[0]):
+                    v = src[row + np.uint64(r) * sr]
+                    for j in range(une):
+                        dst[jb, o + j * usj] += v * w[r, ue0 + j]
+
+        return impl
+
     def _load_tile(Bm, Cm, st, b, t0, Btile, Ctile, jb, tp):
         pass
 
@@ -421,7 +445,7 @@ def _build(dtype, nstate: int) -> tuple:
 
     NCONST = nstate  # a closure constant: numba compiles (and caches) one kernel per value
 
-    def fwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, y, states, chunk, eb, zero, st):
+    def fwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, y, states, chunk, eb, zero, st, dtw):
         nb, E, L = st[9, 0], st[9, 1], st[9, 2]
         N = A.shape[1]
         nN = NCONST
@@ -465,7 +489,10 @@ def _build(dtype, nstate: int) -> tuple:
                             states[b, t0 // chunk, e0 + j, n] = h[job, j, n]
                 tp = min(t0 + _PREFETCH, L - 1)
                 _load_tile(Bm, Cm, st, b, t0, Btile, Ctile, job, tp)
-                _gather(delta, st, 1, b, e0, t0, ne, nt, si, sj, dts, job, tp)  # the tile's u, delta into contiguous scratch
+                if dtw.shape[0] > 0:  # delta = dt_proj(low-rank dt), formed per tile
+                    _project(delta, st, b, e0, t0, ne, nt, si, sj, dtw, dts, job)
+                else:  # the tile's u, delta into contiguous scratch
+                    _gather(delta, st, 1, b, e0, t0, ne, nt, si, sj, dts, job, tp)
                 _gather(u, st, 0, b, e0, t0, ne, nt, si, sj, us, job, tp)
                 if softplus:  # flat, branch-free loops: vectorised over tokens and channels
                     for k in range(m):
@@ -675,7 +702,7 @@ def _build(dtype, nstate: int) -> tuple:
     strides = types.Array(types.int64, 2, "C")
     common = (arr1, arr1, arr2, arr1, arr1, arr1a, arr1, arr1a, types.boolean, types.boolean)
     opts = dict(parallel=True, fastmath=True, cache=True, nogil=True)
-    fwd_sig = types.void(*common, arr1, arr4c, types.intp, types.intp, real, strides)
+    fwd_sig = types.void(*common, arr1, arr4c, types.intp, types.intp, real, strides, arr2)
     bwd_sig = types.void(*common, arr1, arr4c, types.intp, types.intp, real, arr1, arr1, arr1, arr3c, arr2, arr4c, arr4c, arr2,
                          strides)
     with warnings.catch_warnings():  # numba's pedantic SSA note on the inlined branches; harmless
@@ -772,7 +799,9 @@ def _compute_dtype(*tensors) -> torch.dtype:
     return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states: bool):
+def _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states: bool, dt_weight=None):
+    """The forward kernel; with ``dt_weight`` (E, R), ``delta`` is the low-rank (B, R, L) dt and the
+    kernel forms ``dt_weight @ delta`` tile by tile."""
     dtype = _compute_dtype(u, delta, A, B, C, D, z)
     fwd = _get_kernels(dtype, A.shape[1])[0]
     _set_threads()
@@ -785,7 +814,8 @@ def _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_state
     uu, dd, AA, Bm, Cm, DD, zz, bias = args
     st = _strides(nb, e, length, u=uu, delta=dd, z=zz, B=Bm, C=Cm, y=y)
     fwd(_flat(uu), _flat(dd), _np(AA), _flat(Bm), _flat(Cm), _np(DD), _flat(zz), _np(bias), bool(delta_softplus),
-        z is not None, _flat(y), _np(states), _CHUNK, _forward_blocks(nb, e), _np(torch.zeros((), dtype=dtype))[()], st)
+        z is not None, _flat(y), _np(states), _CHUNK, _forward_blocks(nb, e), _np(torch.zeros((), dtype=dtype))[()], st,
+        _np(dt_weight.detach().to(dtype).t().contiguous() if dt_weight is not None else torch.zeros(0, e, dtype=dtype)))
     return y, states, args
 
 
@@ -841,6 +871,29 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if needs_grad:
         return _SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     y, _, _ = _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states=False)
+    return y.to(u.dtype)
+
+
+def selective_scan_lowrank_delta(u, dt, dt_weight, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Inference-only :func:`selective_scan` with ``delta = dt_weight @ dt`` formed inside the kernel.
+
+    Mamba's delta is a rank-R projection (R = d_model / 16) of x_proj's output: forming it per tile
+    of tokens skips writing and re-reading a (B, E, L) tensor.
+
+    Args:
+        u: (B, E, L), any strides, as for :func:`selective_scan`.
+        dt: (B, R, L) low-rank dt, any strides (e.g. a transposed slice of x_proj's output).
+        dt_weight: (E, R) weight of Mamba's dt_proj (its bias is ``delta_bias``).
+        A, B, C, D, z, delta_bias, delta_softplus: as for :func:`selective_scan`.
+
+    Returns:
+        y (B, E, L), laid out as u.
+    """
+    nb, e, length = u.shape
+    if dt.dim() != 3 or dt.shape[0] != nb or dt.shape[2] != length or dt_weight.shape != (e, dt.shape[1]) or dt.shape[1] == 0:
+        raise ValueError(f"dt must be (B, R, L) = ({nb}, R, {length}) with R >= 1 and dt_weight (E, R) = ({e}, R); "
+                         f"got dt {tuple(dt.shape)}, dt_weight {tuple(dt_weight.shape)}")
+    y, _, _ = _run_forward(u, dt, A, B, C, D, z, delta_bias, delta_softplus, save_states=False, dt_weight=dt_weight)
     return y.to(u.dtype)
 
 

@@ -7,7 +7,7 @@ For one level of the network (channels c at a map size), times in one process, a
 - aggregation: ``x + (g * F_G + w * F_L)`` (F_G a channels-last view) vs ``block_cpu.aggregate_residual``;
 - local branch: ``conv2(x * s)`` vs s folded into conv2's weight;
 - causal conv1d + silu: torch's depthwise conv1d on a (B, E, L) copy vs ``scan_cpu.causal_conv1d_silu``;
-- delta: ``dt @ W^T`` then the scan vs ``scan_cpu.selective_scan_lowrank_delta``.
+- delta: ``dt @ W^T`` then the scan vs ``scan_cpu.selective_scan_inference`` forming it in the kernel.
 
     python benchmarks/block_cpu.py                   # c=32 at 720x1280, ALGNet's full-resolution level
     python benchmarks/block_cpu.py --channels 128 --size 180x320
@@ -65,7 +65,7 @@ def cases(c: int, h: int, w: int) -> dict:
         "causal conv1d + silu": (conv_torch, lambda: scan_cpu.causal_conv1d_silu(u, taps, cbias)),
         "delta projection + scan": (
             lambda: scan_cpu.selective_scan(u.transpose(1, 2), (dt @ dtw.t()).transpose(1, 2), **scan),
-            lambda: scan_cpu.selective_scan_lowrank_delta(u.transpose(1, 2), dt.transpose(1, 2), dtw, **scan)),
+            lambda: scan_cpu.selective_scan_inference(u.transpose(1, 2), dt.transpose(1, 2), dt_weight=dtw, **scan)),
     }
 
 

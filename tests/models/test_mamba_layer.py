@@ -82,22 +82,27 @@ def test_global_branch_matches_token_composition():
         torch.testing.assert_close(g(x), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_cpu_inference_forms_delta_in_the_kernel(monkeypatch):
-    """Without autograd the cpu backend takes a low-rank dt_proj into the scan kernel (rank 3 here); the
-    layer still equals the plain composition."""
+@pytest.mark.parametrize("d_model,piece", [(40, 10), (40, None), (80, 7)])  # dt rank 3 (in the kernel) and 5 (matmul)
+def test_cpu_inference_in_pieces_equals_composition(d_model, piece, monkeypatch):
+    """Without autograd the cpu backend runs the layer in pieces of tokens, carrying the scan state
+    and the conv's inputs across pieces, with a low-rank dt_proj inside the scan kernel; it still
+    equals the plain composition."""
+    from algnet.models import mamba
     from algnet.ops import scan_cpu
 
     torch.manual_seed(0)
-    m = algnet.Mamba(d_model=40, d_state=6, scan_backend="cpu")
+    m = algnet.Mamba(d_model=d_model, d_state=6, scan_backend="cpu")
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    assert m.dt_rank == 3
+    if piece is not None:
+        monkeypatch.setattr(mamba, "_PIECE_BYTES", piece * 8 * m.d_inner)  # pieces of `piece` tokens
     calls = []
-    fused = scan_cpu.selective_scan_lowrank_delta
-    monkeypatch.setattr(scan_cpu, "selective_scan_lowrank_delta", lambda *a, **k: calls.append(1) or fused(*a, **k))
-    x = torch.randn(2, 45, 40, generator=torch.Generator().manual_seed(4))
+    fused = scan_cpu.selective_scan_inference
+    monkeypatch.setattr(scan_cpu, "selective_scan_inference", lambda *a, **k: calls.append(k["dt_weight"] is not None) or fused(*a, **k))
+    x = torch.randn(2, 45, d_model, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         got = m(x)
-    assert calls
+    assert len(calls) == (1 if piece is None else -(-45 // piece))
+    assert all(calls) == (m.dt_rank <= mamba._KERNEL_DT_RANK)
     torch.testing.assert_close(got, reference_mamba(m, x), rtol=1e-4, atol=1e-5)

@@ -137,7 +137,8 @@ def test_lowrank_delta_equals_projected_delta(dtype, tol, rank):
     weight = 0.3 * torch.randn(e, rank, generator=g, dtype=dtype)
     A = -3 * torch.rand(e, n, generator=g, dtype=dtype)
     D, bias = torch.randn(e, generator=g, dtype=dtype), 0.2 * torch.randn(e, generator=g, dtype=dtype)
-    got = scan_cpu.selective_scan_lowrank_delta(u, dt.transpose(1, 2), weight, A, B.transpose(1, 2), C.transpose(1, 2), D, z, bias, True)
+    got = scan_cpu.selective_scan_inference(u, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D, z, bias, True,
+                                           dt_weight=weight)
     want = selective_scan_ref(u, (dt @ weight.t()).transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D, z, bias, True)
     assert got.dtype == dtype and got.stride() == u.stride()
     assert (got - want).abs().max().item() <= tol * want.abs().max().item()
@@ -146,7 +147,30 @@ def test_lowrank_delta_equals_projected_delta(dtype, tol, rank):
 def test_lowrank_delta_rejects_mismatched_shapes():
     u = torch.randn(1, 8, 10)
     A, B = -torch.rand(8, 4), torch.randn(1, 4, 10)
-    with pytest.raises(ValueError, match="dt must be"):
-        scan_cpu.selective_scan_lowrank_delta(u, torch.randn(1, 2, 10), torch.randn(8, 3), A, B, B)
-    with pytest.raises(ValueError, match="dt must be"):
-        scan_cpu.selective_scan_lowrank_delta(u, torch.randn(1, 2, 9), torch.randn(8, 2), A, B, B)
+    with pytest.raises(ValueError, match="low-rank dt"):
+        scan_cpu.selective_scan_inference(u, torch.randn(1, 2, 10), A, B, B, dt_weight=torch.randn(8, 3))
+    with pytest.raises(ValueError, match="low-rank dt"):
+        scan_cpu.selective_scan_inference(u, torch.randn(1, 2, 9), A, B, B, dt_weight=torch.randn(8, 2))
+    with pytest.raises(ValueError, match="state must be"):
+        scan_cpu.selective_scan_inference(u, u, A, B, B, state=torch.zeros(1, 8, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-6), (torch.float64, 1e-12)])
+def test_scan_in_pieces_with_carried_state_equals_one_scan(dtype, tol):
+    """Scanning consecutive pieces with the state carried equals one scan, and the state left
+    behind is the reference's last state."""
+    g = torch.Generator().manual_seed(6)
+    b, e, n, length = 2, 16, 8, 301
+    u, delta, z = (torch.randn(b, e, length, generator=g, dtype=dtype) for _ in range(3))
+    B, C = torch.randn(b, n, length, generator=g, dtype=dtype), torch.randn(b, n, length, generator=g, dtype=dtype)
+    A, D, bias = -2 * torch.rand(e, n, generator=g, dtype=dtype), torch.randn(e, generator=g, dtype=dtype), 0.1 * torch.randn(e, generator=g, dtype=dtype)
+    want, last = selective_scan_ref(u, delta, A, B, C, D, z, bias, True, return_last_state=True)
+    state = torch.zeros(b, e, n, dtype=dtype)
+    pieces = []
+    for lo, hi in ((0, 1), (1, 130), (130, 301)):  # a single token, then a piece across a tile boundary
+        s = slice(lo, hi)
+        pieces.append(scan_cpu.selective_scan_inference(u[..., s], delta[..., s], A, B[..., s], C[..., s], D, z[..., s], bias, True,
+                                                        state=state))
+    got = torch.cat(pieces, dim=-1)
+    assert (got - want).abs().max().item() <= tol * want.abs().max().item()
+    assert (state - last).abs().max().item() <= tol * last.abs().max().item()

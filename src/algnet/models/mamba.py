@@ -23,6 +23,7 @@ from ..ops import selective_scan
 # (benchmarks/block_cpu.py, 2 cores) against the projection by matmul and the plain scan: rank 2
 # 1.19x, 4 1.11x, 8 1.01x, 16 0.70x, 32 0.52x (R multiply-adds per element cost more than the store).
 _KERNEL_DT_RANK = 4
+_PIECE_BYTES = 16 << 20  # in_proj output per piece of tokens on CPU inference
 
 
 class Mamba(nn.Module):
@@ -94,26 +95,54 @@ class Mamba(nn.Module):
         # takes (B, E, L) *views* of that memory (the cpu backend and the triton backend's default
         # forward keep their strides and return y channels-last), so the layer makes no transposed
         # copy of any (B, L, E) tensor.
+        if self._cpu_inference(x):
+            return self._forward_cpu_pieces(x)
         xz = self.in_proj(x)  # (B, L, 2E)
         x, z = xz.split(self.d_inner, dim=-1)  # (B, L, E) views
         x = self._conv_silu(x)  # (B, L, E)
         x_dbl = self.x_proj(x)  # (B, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        A = -torch.exp(self.A_log.float())  # (E, N)
-        if self.dt_rank <= _KERNEL_DT_RANK and self._cpu_inference(x):  # dt_proj inside the kernel: no (B, L, E) delta
-            from ..ops.scan_cpu import selective_scan_lowrank_delta
-
-            y = selective_scan_lowrank_delta(
-                x.transpose(1, 2), dt.transpose(1, 2), self.dt_proj.weight, A, B.transpose(1, 2), C.transpose(1, 2),
-                self.D.float(), z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-            )  # (B, E, L)
-            return self.out_proj(y.transpose(1, 2))  # (B, L, D)
         dt = dt @ self.dt_proj.weight.t()  # (B, L, E); bias and softplus are fused into the scan
+        A = -torch.exp(self.A_log.float())  # (E, N)
         y = selective_scan(
             x.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
             z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(), delta_softplus=True, backend=self.scan_backend,
         )  # (B, E, L)
         return self.out_proj(y.transpose(1, 2))  # (B, L, D)
+
+    def _forward_cpu_pieces(self, x: torch.Tensor) -> torch.Tensor:
+        """CPU inference, the same function as :meth:`_forward`'s plain path, in pieces of tokens.
+
+        The scan's state and the conv's last K - 1 inputs carry over from piece to piece, and each
+        piece's intermediates stay near _PIECE_BYTES: the allocator then reuses them from its heap
+        instead of mapping fresh pages (first-touch faults cost ~0.15 ms/MB here) and they stay in
+        cache. Fused kernels do the conv + silu in one pass and, for a low dt rank, dt_proj inside the scan.
+        """
+        from ..ops.scan_cpu import causal_conv1d_silu, selective_scan_inference
+
+        nb, length, _ = x.shape
+        e, k = self.d_inner, self.d_conv
+        step = max(1, _PIECE_BYTES // (8 * e))  # tokens per piece: in_proj writes 2E floats per token
+        A = -torch.exp(self.A_log.float())  # (E, N)
+        taps = self.conv1d.weight[:, 0, :]  # (E, K)
+        in_kernel = self.dt_rank <= _KERNEL_DT_RANK
+        state = torch.zeros(nb, e, self.d_state)  # (B, E, N)
+        out = torch.empty(nb, length, self.d_model)
+        for start in range(0, length, step):
+            lo = max(0, start - (k - 1))  # the conv's inputs before the piece, recomputed
+            xz = self.in_proj(x[:, lo : start + step])  # (B, l, 2E)
+            u = causal_conv1d_silu(xz[..., :e], taps, self.conv1d.bias)[:, start - lo :]  # (B, l', E)
+            z = xz[:, start - lo :, e:]
+            dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+            if not in_kernel:
+                dt = dt @ self.dt_proj.weight.t()  # (B, l', E)
+            y = selective_scan_inference(
+                u.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
+                z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+                dt_weight=self.dt_proj.weight if in_kernel else None, state=state,
+            )  # (B, E, l')
+            out[:, start : start + step] = self.out_proj(y.transpose(1, 2))
+        return out
 
     def _cpu_inference(self, x: torch.Tensor) -> bool:
         """No gradient is needed and the scan resolves to the numba kernels: the fused paths apply."""
@@ -129,10 +158,6 @@ class Mamba(nn.Module):
     def _conv_silu(self, x: torch.Tensor) -> torch.Tensor:
         """silu(causal depthwise conv1d) of channels-last tokens (B, L, E) -> (B, L, E)."""
         weight = self.conv1d.weight[:, 0, :]  # (E, K)
-        if self._cpu_inference(x):
-            from ..ops.scan_cpu import causal_conv1d_silu
-
-            return causal_conv1d_silu(x, weight, self.conv1d.bias)  # one pass, no copies
         k, length = self.d_conv, x.shape[1]
         xp = F.pad(x, (0, 0, k - 1, 0))  # (B, L + K - 1, E), causal left padding
         out = xp[:, k - 1 :] * weight[:, k - 1]

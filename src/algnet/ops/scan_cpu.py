@@ -445,7 +445,7 @@ def _build(dtype, nstate: int) -> tuple:
 
     NCONST = nstate  # a closure constant: numba compiles (and caches) one kernel per value
 
-    def fwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, y, states, chunk, eb, zero, st, dtw):
+    def fwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, y, states, chunk, eb, zero, st, dtw, hs):
         nb, E, L = st[9, 0], st[9, 1], st[9, 2]
         N = A.shape[1]
         nN = NCONST
@@ -477,6 +477,10 @@ def _build(dtype, nstate: int) -> tuple:
             for j in range(ne):
                 for n in range(nN):
                     Ab[job, j, n] = A[e0 + j, n] * log2e  # exp(dt A) = 2^(dt A log2 e)
+            if hs.shape[0] > 0:  # the state a previous piece of the sequence ended in
+                for j in range(ne):
+                    for n in range(nN):
+                        h[job, j, n] = hs[b, e0 + j, n]
             for i in range(_TILE):
                 for j in range(ne):
                     Dv[job, i * si + j * sj] = D[e0 + j]
@@ -523,6 +527,10 @@ def _build(dtype, nstate: int) -> tuple:
                     for k in range(m):
                         ys[job, k] = ys[job, k] + Dv[job, k] * us[job, k]
                 _scatter(y, st, 5, b, e0, t0, ne, nt, si, sj, ys, job, tp)
+            if hs.shape[0] > 0:
+                for j in range(ne):
+                    for n in range(nN):
+                        hs[b, e0 + j, n] = h[job, j, n]
             _denormals_restore(zero, csr)
 
     def bwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, dout, states, chunk, eb, zero,
@@ -702,7 +710,7 @@ def _build(dtype, nstate: int) -> tuple:
     strides = types.Array(types.int64, 2, "C")
     common = (arr1, arr1, arr2, arr1, arr1, arr1a, arr1, arr1a, types.boolean, types.boolean)
     opts = dict(parallel=True, fastmath=True, cache=True, nogil=True)
-    fwd_sig = types.void(*common, arr1, arr4c, types.intp, types.intp, real, strides, arr2)
+    fwd_sig = types.void(*common, arr1, arr4c, types.intp, types.intp, real, strides, arr2, arr3c)
     bwd_sig = types.void(*common, arr1, arr4c, types.intp, types.intp, real, arr1, arr1, arr1, arr3c, arr2, arr4c, arr4c, arr2,
                          strides)
     with warnings.catch_warnings():  # numba's pedantic SSA note on the inlined branches; harmless
@@ -799,9 +807,9 @@ def _compute_dtype(*tensors) -> torch.dtype:
     return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states: bool, dt_weight=None):
+def _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states: bool, dt_weight=None, state=None):
     """The forward kernel; with ``dt_weight`` (E, R), ``delta`` is the low-rank (B, R, L) dt and the
-    kernel forms ``dt_weight @ delta`` tile by tile."""
+    kernel forms ``dt_weight @ delta`` tile by tile; ``state`` (B, E, N) is read and overwritten."""
     dtype = _compute_dtype(u, delta, A, B, C, D, z)
     fwd = _get_kernels(dtype, A.shape[1])[0]
     _set_threads()
@@ -815,7 +823,8 @@ def _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_state
     st = _strides(nb, e, length, u=uu, delta=dd, z=zz, B=Bm, C=Cm, y=y)
     fwd(_flat(uu), _flat(dd), _np(AA), _flat(Bm), _flat(Cm), _np(DD), _flat(zz), _np(bias), bool(delta_softplus),
         z is not None, _flat(y), _np(states), _CHUNK, _forward_blocks(nb, e), _np(torch.zeros((), dtype=dtype))[()], st,
-        _np(dt_weight.detach().to(dtype).t().contiguous() if dt_weight is not None else torch.zeros(0, e, dtype=dtype)))
+        _np(dt_weight.detach().to(dtype).t().contiguous() if dt_weight is not None else torch.zeros(0, e, dtype=dtype)),
+        _np(state if state is not None else torch.zeros(0, e, n, dtype=dtype)))
     return y, states, args
 
 
@@ -874,26 +883,34 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     return y.to(u.dtype)
 
 
-def selective_scan_lowrank_delta(u, dt, dt_weight, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """Inference-only :func:`selective_scan` with ``delta = dt_weight @ dt`` formed inside the kernel.
-
-    Mamba's delta is a rank-R projection (R = d_model / 16) of x_proj's output: forming it per tile
-    of tokens skips writing and re-reading a (B, E, L) tensor.
+def selective_scan_inference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *, dt_weight=None, state=None):
+    """Inference-only :func:`selective_scan` with two extensions for the Mamba layer's CPU path.
 
     Args:
-        u: (B, E, L), any strides, as for :func:`selective_scan`.
-        dt: (B, R, L) low-rank dt, any strides (e.g. a transposed slice of x_proj's output).
-        dt_weight: (E, R) weight of Mamba's dt_proj (its bias is ``delta_bias``).
-        A, B, C, D, z, delta_bias, delta_softplus: as for :func:`selective_scan`.
+        u, A, B, C, D, z, delta_bias, delta_softplus: as for :func:`selective_scan`.
+        delta: (B, E, L) as for :func:`selective_scan`, or with ``dt_weight`` Mamba's low-rank dt
+            (B, R, L), any strides (e.g. a transposed slice of x_proj's output).
+        dt_weight: (E, R) weight of Mamba's dt_proj (its bias is ``delta_bias``): the kernel forms
+            ``delta = dt_weight @ dt`` per tile of tokens, so no (B, E, L) delta is written and re-read.
+        state: (B, E, N) contiguous tensor of the compute dtype (float64 if any input is, else
+            float32) holding the state before the first token; overwritten with the state after
+            the last, so a sequence can be scanned in consecutive pieces.
 
     Returns:
         y (B, E, L), laid out as u.
     """
     nb, e, length = u.shape
-    if dt.dim() != 3 or dt.shape[0] != nb or dt.shape[2] != length or dt_weight.shape != (e, dt.shape[1]) or dt.shape[1] == 0:
-        raise ValueError(f"dt must be (B, R, L) = ({nb}, R, {length}) with R >= 1 and dt_weight (E, R) = ({e}, R); "
-                         f"got dt {tuple(dt.shape)}, dt_weight {tuple(dt_weight.shape)}")
-    y, _, _ = _run_forward(u, dt, A, B, C, D, z, delta_bias, delta_softplus, save_states=False, dt_weight=dt_weight)
+    if dt_weight is not None and (delta.dim() != 3 or delta.shape[0] != nb or delta.shape[2] != length
+                                  or delta.shape[1] == 0 or dt_weight.shape != (e, delta.shape[1])):
+        raise ValueError(f"with dt_weight, delta must be the low-rank dt (B, R, L) = ({nb}, R, {length}), R >= 1, and "
+                         f"dt_weight (E, R) = ({e}, R); got {tuple(delta.shape)} and {tuple(dt_weight.shape)}")
+    if state is not None:
+        dtype = _compute_dtype(u, delta, A, B, C, D, z)
+        if state.shape != (nb, e, A.shape[1]) or state.dtype != dtype or not state.is_contiguous():
+            raise ValueError(f"state must be a contiguous ({nb}, {e}, {A.shape[1]}) {dtype} tensor; "
+                             f"got {tuple(state.shape)} {state.dtype}")
+    y, _, _ = _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states=False, dt_weight=dt_weight,
+                           state=None if state is None else state.detach())
     return y.to(u.dtype)
 
 

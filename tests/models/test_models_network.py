@@ -161,3 +161,21 @@ def test_local_branch_folds_attention_into_conv():
         wx, ww = torch.autograd.grad(want.square().sum(), (x, branch.conv1.weight))
         torch.testing.assert_close(gx, wx, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(gw, ww, rtol=1e-4, atol=1e-5)
+
+
+def test_hooked_modules_are_called_by_the_inference_path():
+    """The fused CPU paths skip calling some submodules; a forward hook on one of them turns the
+    fusion off, so the hook fires and the output is unchanged."""
+    from algnet.models.algnet import ALGBlock
+
+    torch.manual_seed(0)
+    block = perturb(ALGBlock(16, "fa", d_state=8)).eval()
+    x = torch.randn(1, 16, 9, 8)
+    with torch.no_grad():
+        fused = block(x)
+        seen = []
+        for module in (block.l_layer.conv2, block.g_layer.norm, block.aggregate, block.g_layer.mamba.in_proj):
+            handle = module.register_forward_hook(lambda m, i, o: seen.append(m))
+            torch.testing.assert_close(block(x), fused, rtol=1e-5, atol=1e-5)
+            handle.remove()
+            assert seen and seen[-1] is module

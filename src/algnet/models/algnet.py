@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import GlobalAvgPool, LayerNorm2d, SimpleGate, crop_to, pad_to_multiple
+from .layers import GlobalAvgPool, LayerNorm2d, SimpleGate, crop_to, pad_to_multiple, unobserved
 from .mamba import Mamba
 
 AGGREGATIONS = ("fa", "sum", "concat", "global", "local")
@@ -48,7 +48,9 @@ class LocalBranch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.conv1(self.pool(x))  # (B, C, 1, 1) channel attention; per pixel under TLC
-        if s.shape[0] == 1 and s.shape[-2:] == (1, 1):  # conv2(x * s) with s folded into conv2's weight: one pass fewer
+        # conv2(x * s) with s folded into conv2's weight: one pass fewer over the map (unless a hook,
+        # such as the MAC counter's, must see conv2 called).
+        if s.shape[0] == 1 and s.shape[-2:] == (1, 1) and unobserved(self.conv2):
             return F.conv2d(x, self.conv2.weight * s.view(1, -1, 1, 1), self.conv2.bias)
         return self.conv2(x * s)
 
@@ -128,9 +130,13 @@ class ALGBlock(nn.Module):
 
     def _can_fuse(self, x: torch.Tensor, xs: torch.Tensor) -> bool:
         """The fused CPU glue serves float32 inference of the paper's and the sum aggregation."""
+        if type(x) is not torch.Tensor or type(xs) is not torch.Tensor:  # fake or subclassed tensors have no memory to hand numba
+            return False
         if x.device.type != "cpu" or x.dtype != torch.float32 or xs.dtype != torch.float32:
             return False
         if self.g_layer is None or self.l_layer is None or self.aggregation not in ("fa", "sum"):
+            return False
+        if not unobserved(self.g_layer, self.g_layer.norm, self.aggregate):  # the modules the fused path skips
             return False
         if torch.is_grad_enabled() and (x.requires_grad or xs.requires_grad or any(p.requires_grad for p in self.parameters())):
             return False

@@ -46,6 +46,19 @@ class GlobalAvgPool(nn.Module):
         return x.mean(dim=(2, 3), keepdim=True)
 
 
+def unobserved(*modules: nn.Module) -> bool:
+    """No forward hook watches these modules (nor any module): a fused path may skip calling them.
+
+    The fused inference paths compute the same function without calling some submodules; with a
+    hook registered (a MAC counter, a feature extractor) the plain path runs so the hook sees them.
+    """
+    from torch.nn.modules import module as nn_module
+
+    if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Zero-pads bottom and right up to a multiple of ``multiple`` (official ``check_image_size``)."""
     h, w = x.shape[-2:]

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import selective_scan
+from .layers import unobserved
 
 # Up to this dt rank the cpu kernel forms delta = dt_proj(dt) itself on CPU inference. Side by side
 # (benchmarks/block_cpu.py, 2 cores) against the projection by matmul and the plain scan: rank 2
@@ -146,7 +147,11 @@ class Mamba(nn.Module):
 
     def _cpu_inference(self, x: torch.Tensor) -> bool:
         """No gradient is needed and the scan resolves to the numba kernels: the fused paths apply."""
-        if x.device.type != "cpu" or (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))):
+        if type(x) is not torch.Tensor or x.device.type != "cpu":  # fake or subclassed tensors: the plain path
+            return False
+        if not unobserved(self.in_proj, self.x_proj, self.out_proj):  # hooks would see one call per piece
+            return False
+        if (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))):
             return False
         from ..ops import BackendUnavailable, resolve_backend
 

@@ -3,6 +3,7 @@
 For one level of the network (channels c at a map size), times in one process, alternating, best of
 ``--repeats``:
 
+- LayerNorm2d (both networks): PyTorch's passes, in place where possible, vs ``block_cpu.layernorm2d``;
 - token LayerNorm: ``F.layer_norm`` of the transposed map vs ``block_cpu.layernorm_to_tokens``;
 - aggregation: ``x + (g * F_G + w * F_L)`` (F_G a channels-last view) vs ``block_cpu.aggregate_residual``;
 - local branch: ``conv2(x * s)`` vs s folded into conv2's weight;
@@ -48,11 +49,17 @@ def cases(c: int, h: int, w: int) -> dict:
     A, D, dbias = -4 * torch.rand(e, n, generator=g), torch.randn(e, generator=g), 0.1 * torch.randn(e, generator=g)
     scan = dict(A=A, B=B.transpose(1, 2), C=C.transpose(1, 2), D=D, z=z.transpose(1, 2), delta_bias=dbias, delta_softplus=True)
 
+    def layernorm2d_torch():  # LayerNorm2d's in-place PyTorch form
+        xc = x - x.mean(1, keepdim=True)
+        var = xc.square().mean(1, keepdim=True)
+        return xc.mul_(torch.rsqrt(var.add_(1e-6))).mul_(lw.view(1, -1, 1, 1)).add_(lb.view(1, -1, 1, 1))
+
     def conv_torch():
         out = F.conv1d(u.transpose(1, 2), taps[:, None], cbias, padding=k - 1, groups=e)[..., :p]
         return F.silu(out).transpose(1, 2).contiguous()
 
     return {
+        "LayerNorm2d": (layernorm2d_torch, lambda: block_cpu.layernorm2d(x, lw, lb, 1e-6)),
         "token LayerNorm": (
             lambda: F.layer_norm(x.flatten(2).transpose(1, 2), (c,), lw, lb, 1e-5),
             lambda: block_cpu.layernorm_to_tokens(x, lw, lb, 1e-5)),

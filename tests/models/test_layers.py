@@ -47,3 +47,30 @@ def test_layernorm2d_constant_pixel_is_bias():
         norm.bias.copy_(torch.tensor([1.0, -2.0, 3.0, 0.5]))
     y = norm(torch.full((1, 4, 3, 3), 7.0))
     torch.testing.assert_close(y, norm.bias.view(1, 4, 1, 1).expand(1, 4, 3, 3))
+
+
+def test_layernorm2d_fused_cpu_path_matches(monkeypatch):
+    """Large maps without autograd take the one-pass numba kernel (threshold lowered here):
+    the same values, in float32 and float64, input untouched."""
+    from algnet.models import layers
+    from algnet.ops import block_cpu
+
+    calls = []
+    fused = block_cpu.layernorm2d
+    monkeypatch.setattr(block_cpu, "layernorm2d", lambda *a: calls.append(1) or fused(*a))
+    monkeypatch.setattr(layers, "_FUSED_NORM_MIN", 100)
+    g = torch.Generator().manual_seed(2)
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
+        x = torch.randn(2, 20, 9, 7, generator=g, dtype=dtype) * 2 + 3  # 63 pixels: one partial tile
+        x0 = x.clone()
+        norm = LayerNorm2d(20).to(dtype)
+        with torch.no_grad():
+            norm.weight.copy_(torch.randn(20, generator=g))
+            norm.bias.copy_(torch.randn(20, generator=g))
+            got = norm(x)
+        torch.testing.assert_close(got, _via_layer_norm(x, norm).detach(), rtol=tol, atol=tol)
+        assert torch.equal(x, x0)
+    assert len(calls) == 2
+    with torch.no_grad():
+        norm(torch.randn(1, 20, 2, 2, dtype=torch.float64))  # 80 elements: under the threshold
+    assert len(calls) == 2

@@ -8,6 +8,7 @@ Each kernel here is one pass over memory, transposing tile by tile in cache:
 
 - :func:`layernorm_to_tokens`: ``LayerNorm over C`` of (B, C, P) features, written as (B, P, C) tokens.
 - :func:`aggregate_residual`: ``x + g * tokens^T + w * local`` back in (B, C, P).
+- :func:`layernorm2d`: NAFNet's LayerNorm2d (over C at each pixel) of (B, C, P), the same layout out.
 
 Measured on 2 cores at 1x32x720x1280 (``python3 benchmarks/latency.py --blocks``): see
 benchmarks/RESULTS.md. Kernels are compiled by numba on first use (and cached), parallel over tiles
@@ -44,7 +45,7 @@ def _build() -> tuple:
     _select_threading_layer()
 
     @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def layernorm_tokens(x, weight, bias, eps, out, njob):  # x (B, C, P), out (B, P, C)
+    def layernorm(x, weight, bias, eps, out, njob, to_tokens):  # x (B, C, P); out (B, P, C) to tokens, else (B, C, P)
         nb, nc, npix = x.shape
         ntiles = (npix + _TILE - 1) // _TILE
         per_job = (nb * ntiles + njob - 1) // njob
@@ -70,10 +71,16 @@ def _build() -> tuple:
                         rstd[job, p] += d * d
                 for p in range(nt):
                     rstd[job, p] = 1.0 / math.sqrt(rstd[job, p] * inv_c + eps)
-                for p in range(nt):  # token rows written contiguously; the tile is read across rows
-                    m, r = mean[job, p], rstd[job, p]
+                if to_tokens:
+                    for p in range(nt):  # token rows written contiguously; the tile is read across rows
+                        m, r = mean[job, p], rstd[job, p]
+                        for c in range(nc):
+                            out[b, p0 + p, c] = (x[b, c, p0 + p] - m) * r * weight[c] + bias[c]
+                else:
                     for c in range(nc):
-                        out[b, p0 + p, c] = (x[b, c, p0 + p] - m) * r * weight[c] + bias[c]
+                        wc, bc = weight[c], bias[c]
+                        for p in range(nt):
+                            out[b, c, p0 + p] = (x[b, c, p0 + p] - mean[job, p]) * rstd[job, p] * wc + bc
 
     @njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def aggregate(x, tokens, local, g, w, out):  # x, local, out (B, C, P); tokens (B, P, C)
@@ -88,7 +95,7 @@ def _build() -> tuple:
                 for p in range(nt):
                     out[b, c, p0 + p] = x[b, c, p0 + p] + gc * tokens[b, p0 + p, c] + wc * local[b, c, p0 + p]
 
-    return layernorm_tokens, aggregate
+    return layernorm, aggregate
 
 
 def _get_kernels() -> tuple:
@@ -114,15 +121,33 @@ def layernorm_to_tokens(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     Returns:
         (B, H*W, C) contiguous tokens, x's dtype.
     """
+    return _layernorm(x, weight, bias, eps, to_tokens=True)
+
+
+def layernorm2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """NAFNet's LayerNorm2d (over channels at each pixel, biased variance) in one pass.
+
+    Args:
+        x: (B, C, H, W) float32 or float64 features on the CPU.
+        weight, bias: (C,) affine parameters.
+        eps: added to the variance.
+
+    Returns:
+        (B, C, H, W) contiguous, x's dtype.
+    """
+    return _layernorm(x, weight, bias, eps, to_tokens=False).view(x.shape)
+
+
+def _layernorm(x, weight, bias, eps, to_tokens: bool) -> torch.Tensor:
     import numba
 
     xf = _channels_first(x, "x")
     nb, nc, npix = xf.shape
-    out = torch.empty(nb, npix, nc, dtype=x.dtype)
+    out = torch.empty((nb, npix, nc) if to_tokens else (nb, nc, npix), dtype=x.dtype)
     tiles = nb * math.ceil(npix / _TILE)
     njob = max(1, min(numba.get_num_threads(), tiles))
     cast = lambda t: t.detach().to(x.dtype).contiguous().numpy()  # noqa: E731
-    _get_kernels()[0](xf.detach().numpy(), cast(weight), cast(bias), float(eps), out.numpy(), njob)
+    _get_kernels()[0](xf.detach().numpy(), cast(weight), cast(bias), float(eps), out.numpy(), njob, to_tokens)
     return out
 
 

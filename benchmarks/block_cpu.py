@@ -6,7 +6,8 @@ For one level of the network (channels c at a map size), times in one process, a
 - LayerNorm2d (both networks): PyTorch's passes, in place where possible, vs ``block_cpu.layernorm2d``;
 - token LayerNorm: ``F.layer_norm`` of the transposed map vs ``block_cpu.layernorm_to_tokens``;
 - aggregation: ``x + (g * F_G + w * F_L)`` (F_G a channels-last view) vs ``block_cpu.aggregate_residual``;
-- local branch: ``conv2(x * s)`` vs s folded into conv2's weight;
+- local branch (and NAFNet's SCA): ``conv2(x * s)`` vs s folded into conv2's weight;
+- residual ``y + beta * conv5(x)`` (both networks) vs beta folded into conv5, the sum in place;
 - causal conv1d + silu: torch's depthwise conv1d on a (B, E, L) copy vs ``scan_cpu.causal_conv1d_silu``;
 - delta: ``dt @ W^T`` then the scan vs ``scan_cpu.selective_scan_inference`` forming it in the kernel.
 
@@ -22,6 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from algnet.models.layers import add_scaled_conv
 from algnet.ops import block_cpu, scan_cpu
 
 
@@ -42,6 +44,7 @@ def cases(c: int, h: int, w: int) -> dict:
     tokens = torch.randn(1, p, c, generator=g)
     lw, lb, gs, ws = (torch.randn(c, generator=g) for _ in range(4))
     s, conv2 = torch.rand(1, c, 1, 1, generator=g), torch.randn(c, c, 1, 1, generator=g)
+    conv5 = torch.nn.Conv2d(c, c, 1)
     xz = torch.randn(1, p, 2 * e, generator=g)
     u, z = xz.split(e, dim=-1)  # (1, P, E) views, as in the Mamba layer
     dt, B, C = torch.randn(1, p, r + 2 * n, generator=g).split([r, n, n], dim=-1)
@@ -69,6 +72,9 @@ def cases(c: int, h: int, w: int) -> dict:
         "local branch conv2(x * s)": (
             lambda: F.conv2d(x * s, conv2),
             lambda: F.conv2d(x, conv2 * s.view(1, -1, 1, 1))),
+        "residual y + beta * conv(x)": (
+            lambda: local + gs.view(1, -1, 1, 1) * conv5(x),
+            lambda: add_scaled_conv(local, gs.view(1, -1, 1, 1), conv5, x)),
         "causal conv1d + silu": (conv_torch, lambda: scan_cpu.causal_conv1d_silu(u, taps, cbias)),
         "delta projection + scan": (
             lambda: scan_cpu.selective_scan(u.transpose(1, 2), (dt @ dtw.t()).transpose(1, 2), **scan),

@@ -74,3 +74,56 @@ def test_layernorm2d_fused_cpu_path_matches(monkeypatch):
     with torch.no_grad():
         norm(torch.randn(1, 20, 2, 2, dtype=torch.float64))  # 80 elements: under the threshold
     assert len(calls) == 2
+
+
+def _conv_and_inputs(seed):
+    g = torch.Generator().manual_seed(seed)
+    conv = torch.nn.Conv2d(6, 5, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
+        conv.bias.copy_(torch.randn(5, generator=g))
+    x, y = torch.randn(1, 6, 7, 8, generator=g), torch.randn(1, 5, 7, 8, generator=g)
+    scale = torch.randn(1, 5, 1, 1, generator=g)
+    return conv, x, y, scale, g
+
+
+def test_conv_of_scaled_folds_and_equals_two_steps():
+    from algnet.models.layers import conv_of_scaled
+
+    conv, x, _, _, g = _conv_and_inputs(3)
+    for s in (torch.rand(1, 6, 1, 1, generator=g), torch.rand(1, 6, 7, 8, generator=g)):  # folded; per pixel (TLC)
+        s.requires_grad_()
+        got, want = conv_of_scaled(conv, x, s), conv(x * s)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        for a, b in zip(torch.autograd.grad(got.sum(), (s, conv.weight)), torch.autograd.grad(want.sum(), (s, conv.weight))):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_add_scaled_conv_equals_plain_form_with_and_without_autograd():
+    from algnet.models.layers import add_scaled_conv
+
+    conv, x, y, scale, g = _conv_and_inputs(4)
+    s = torch.rand(1, 6, 1, 1, generator=g)
+    for attention in (None, s, torch.rand(1, 6, 7, 8, generator=g)):
+        want = y + scale * conv(x if attention is None else x * attention)
+        got = add_scaled_conv(y, scale, conv, x, attention)  # autograd on
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        gw, = torch.autograd.grad(got.square().sum(), conv.weight)
+        ww, = torch.autograd.grad(want.square().sum(), conv.weight)
+        torch.testing.assert_close(gw, ww, rtol=1e-4, atol=1e-4)
+        y0 = y.clone()
+        with torch.no_grad():
+            torch.testing.assert_close(add_scaled_conv(y, scale, conv, x, attention), want.detach(), rtol=1e-5, atol=1e-5)
+        assert torch.equal(y, y0)  # the in-place sum is on the convolution's output, not on y
+
+
+def test_scaled_conv_helpers_call_a_hooked_conv():
+    from algnet.models.layers import add_scaled_conv, conv_of_scaled
+
+    conv, x, y, scale, g = _conv_and_inputs(5)
+    seen = []
+    conv.register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        conv_of_scaled(conv, x, torch.rand(1, 6, 1, 1, generator=g))
+        add_scaled_conv(y, scale, conv, x)
+    assert len(seen) == 2

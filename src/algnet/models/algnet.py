@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import GlobalAvgPool, LayerNorm2d, SimpleGate, crop_to, pad_to_multiple, unobserved
+from .layers import GlobalAvgPool, LayerNorm2d, SimpleGate, add_scaled_conv, conv_of_scaled, crop_to, pad_to_multiple, unobserved
 from .mamba import Mamba
 
 AGGREGATIONS = ("fa", "sum", "concat", "global", "local")
@@ -47,12 +47,7 @@ class LocalBranch(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.conv1(self.pool(x))  # (B, C, 1, 1) channel attention; per pixel under TLC
-        # conv2(x * s) with s folded into conv2's weight: one pass fewer over the map (unless a hook,
-        # such as the MAC counter's, must see conv2 called).
-        if s.shape[0] == 1 and s.shape[-2:] == (1, 1) and unobserved(self.conv2):
-            return F.conv2d(x, self.conv2.weight * s.view(1, -1, 1, 1), self.conv2.bias)
-        return self.conv2(x * s)
+        return conv_of_scaled(self.conv2, x, self.conv1(self.pool(x)))  # attention (B, C, 1, 1); per pixel under TLC
 
 
 class FeatureAggregation(nn.Module):
@@ -118,7 +113,7 @@ class ALGBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs = self.sg(self.conv2(self.conv1(self.norm1(x))))  # spatial features X^s
         y = self._fused_residual(x, xs) if self._can_fuse(x, xs) else x + self._aggregated(xs)
-        return y + self.beta * self.conv5(self.sg(self.conv4(self.norm2(y))))
+        return add_scaled_conv(y, self.beta, self.conv5, self.sg(self.conv4(self.norm2(y))))  # y + beta * conv5(.)
 
     def _aggregated(self, xs: torch.Tensor) -> torch.Tensor:
         """F_A from the spatial features."""

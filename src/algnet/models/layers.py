@@ -78,6 +78,36 @@ def unobserved(*modules: nn.Module) -> bool:
     return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
+def conv_of_scaled(conv: nn.Conv2d, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``conv(x * s)`` for channel attention s; a (1, C, 1, 1) s is folded into the weight.
+
+    The fold saves one pass over the map (NAFNet's SCA and ALGNet's local branch); s varying over
+    the batch or the pixels (TLC's windowed mean), or a hook on conv, takes the two-step form.
+    """
+    if s.shape[0] == 1 and s.shape[-2:] == (1, 1) and unobserved(conv):
+        return F.conv2d(x, conv.weight * s.view(1, -1, 1, 1), conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return conv(x * s)
+
+
+def add_scaled_conv(y: torch.Tensor, scale: torch.Tensor, conv: nn.Conv2d, x: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
+    """``y + scale * conv(x * s)`` for a (1, C, 1, 1) scale (the blocks' beta and gamma).
+
+    The scale is folded into the convolution's weight and bias (and s as in :func:`conv_of_scaled`),
+    and without autograd the sum is formed in place on the convolution's fresh output: two passes
+    over the map fewer. A hook on conv takes the plain form.
+    """
+    if not unobserved(conv):
+        return y + scale * conv(x if s is None else x * s)
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    if s is not None and s.shape[0] == 1 and s.shape[-2:] == (1, 1):
+        weight = weight * s.view(1, -1, 1, 1)
+    elif s is not None:
+        x = x * s
+    bias = None if conv.bias is None else conv.bias * scale.view(-1)
+    out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return out.add_(y) if not torch.is_grad_enabled() else y + out
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Zero-pads bottom and right up to a multiple of ``multiple`` (official ``check_image_size``)."""
     h, w = x.shape[-2:]

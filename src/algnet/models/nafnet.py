@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import GlobalAvgPool, LayerNorm2d, SimpleGate, crop_to, pad_to_multiple
+from .layers import GlobalAvgPool, LayerNorm2d, SimpleGate, add_scaled_conv, crop_to, pad_to_multiple
 
 
 class NAFBlock(nn.Module):
@@ -32,8 +32,8 @@ class NAFBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs = self.sg(self.conv2(self.conv1(self.norm1(x))))
-        y = x + self.beta * self.conv3(xs * self.sca(xs))
-        return y + self.gamma * self.conv5(self.sg(self.conv4(self.norm2(y))))
+        y = add_scaled_conv(x, self.beta, self.conv3, xs, self.sca(xs))  # x + beta * conv3(xs * sca(xs))
+        return add_scaled_conv(y, self.gamma, self.conv5, self.sg(self.conv4(self.norm2(y))))  # y + gamma * conv5(.)
 
 
 class NAFNet(nn.Module):

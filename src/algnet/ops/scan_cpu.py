@@ -863,8 +863,10 @@ class _SelectiveScanCPU(torch.autograd.Function):
         bwd(_flat(u), _flat(delta), _np(A), _flat(Bm), _flat(Cm), _np(D), _flat(z), _np(bias), bool(ctx.delta_softplus),
             ctx.has_z, _flat(dout), _np(states), _CHUNK, eb, _np(torch.zeros((), dtype=dtype))[()],
             _flat(du), _flat(ddelta), _flat(dz), _np(dA_part), _np(dD_part), _np(dB_part), _np(dC_part), _np(dbias_part), st)
-        dB = (dB_part[0] if nblk == 1 else dB_part.sum(0)).transpose(1, 2)  # (B, N, L); fixed order
-        dC = (dC_part[0] if nblk == 1 else dC_part.sum(0)).transpose(1, 2)
+        for part in (dB_part, dC_part):  # channel blocks' partials summed in place, in a fixed order
+            for k in range(1, nblk):
+                part[0].add_(part[k])
+        dB, dC = dB_part[0].transpose(1, 2), dC_part[0].transpose(1, 2)  # (B, N, L)
         first = (lambda t: t[0]) if nb == 1 else (lambda t: t.sum(0))  # noqa: E731  (batch partials)
         grads = [du, ddelta, first(dA_part), dB, dC,
                  first(dD_part) if ctx.has_d else None,

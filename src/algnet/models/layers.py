@@ -82,11 +82,10 @@ def conv_of_scaled(conv: nn.Conv2d, x: torch.Tensor, s: torch.Tensor) -> torch.T
     """``conv(x * s)`` for channel attention s; a (1, C, 1, 1) s is folded into the weight.
 
     The fold saves one pass over the map (NAFNet's SCA and ALGNet's local branch); s varying over
-    the batch or the pixels (TLC's windowed mean), or a hook on conv, takes the two-step form.
+    the batch or the pixels (TLC's windowed mean) is applied to x, and a hook on conv takes the
+    plain form.
     """
-    if s.shape[0] == 1 and s.shape[-2:] == (1, 1) and unobserved(conv):
-        return F.conv2d(x, conv.weight * s.view(1, -1, 1, 1), conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-    return conv(x * s)
+    return _folded_conv(conv, x, s=s) if unobserved(conv) else conv(x * s)
 
 
 def add_scaled_conv(y: torch.Tensor, scale: torch.Tensor, conv: nn.Conv2d, x: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
@@ -98,14 +97,21 @@ def add_scaled_conv(y: torch.Tensor, scale: torch.Tensor, conv: nn.Conv2d, x: to
     """
     if not unobserved(conv):
         return y + scale * conv(x if s is None else x * s)
-    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    out = _folded_conv(conv, x, scale, s)
+    return out.add_(y) if not torch.is_grad_enabled() else y + out
+
+
+def _folded_conv(conv: nn.Conv2d, x: torch.Tensor, scale: torch.Tensor | None = None, s: torch.Tensor | None = None) -> torch.Tensor:
+    """``scale * conv(x * s)`` with scale (1, C_out, 1, 1) and a (1, C_in, 1, 1) s folded into the weights."""
+    weight, bias = conv.weight, conv.bias
+    if scale is not None:
+        weight = weight * scale.view(-1, 1, 1, 1)
+        bias = None if bias is None else bias * scale.view(-1)
     if s is not None and s.shape[0] == 1 and s.shape[-2:] == (1, 1):
         weight = weight * s.view(1, -1, 1, 1)
     elif s is not None:
         x = x * s
-    bias = None if conv.bias is None else conv.bias * scale.view(-1)
-    out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-    return out.add_(y) if not torch.is_grad_enabled() else y + out
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -46,6 +46,19 @@ def test_strided_inputs_and_channels_last_output():
     compare(scan_cpu.selective_scan, {**x, **cl}, OPTIONS[0], torch.float32)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_B_C_gradients_keep_their_layout(dtype):
+    """dB and dC come back laid out as B and C are, token-major or (B, N, L), so autograd copies neither."""
+    x = make_inputs(2, 6, 8, 300, dtype, seed=9)  # 300 tokens: three backward chunks, the last one partial
+    tm = {"B": x["B"].transpose(1, 2).contiguous().transpose(1, 2)}  # B token-major (as Mamba's x_proj split), C not
+    compare(scan_cpu.selective_scan, {**x, **tm}, OPTIONS[0], dtype)
+    leaves = {k: v.clone().requires_grad_() for k, v in {**x, **tm}.items()}
+    y = scan_cpu.selective_scan(**leaves, delta_softplus=True)
+    dB, dC = torch.autograd.grad(y.square().sum(), [leaves["B"], leaves["C"]])
+    assert leaves["B"].stride() == (300 * 8, 1, 8) and dB.stride() == leaves["B"].stride()
+    assert leaves["C"].stride() == (8 * 300, 300, 1) and dC.stride() == leaves["C"].stride()
+
+
 def test_half_inputs_compute_in_float32():
     x = make_inputs(1, 4, 8, 20, torch.float32, seed=6)
     y = scan_cpu.selective_scan(**{k: v.bfloat16() if k in ("u", "delta", "z") else v for k, v in x.items()}, delta_softplus=True)

@@ -36,7 +36,9 @@ per block rather than once per channel. Choices that each paid here (DESIGN.md s
 - Backward saves the state at every ``_CHUNK``-th token in forward, recomputes the chunk's states
   in backward and walks it in reverse; dB/dC are reduced over channels in per-job partial buffers
   summed in a fixed order, and the delta-bias and D gradients are summed in the kernel, so
-  gradients are deterministic.
+  gradients are deterministic. A chunk's dB/dC partials build up token-major in L1 and are written
+  out laid out as B and C are, so autograd copies neither (for (B, N, L) inputs it made two
+  transposing copies per backward, ~8% of it at L = 65,536).
 
 - Backward: ybar = dL/dy * silu(z) needs no state, so dC (a sum over channels of ybar h) is formed
   while the chunk's states are recomputed; the reverse walk uses
@@ -443,6 +445,27 @@ def _build(dtype, nstate: int) -> tuple:
 
         return impl
 
+    def _write_part(part, loc, blk, b, t0, nt, jb, token_major):
+        pass
+
+    @overload(_write_part, inline="always")
+    def _write_part_impl(part, loc, blk, b, t0, nt, jb, token_major):
+        # A chunk's dB or dC partial (token-major scratch) into the channel block's partial, laid out as
+        # B (or C) is: (blk, B, L, N) for token-major memory, else (blk, B, N, L), so autograd gets a
+        # gradient in its input's layout and copies nothing.
+        def impl(part, loc, blk, b, t0, nt, jb, token_major):
+            nN = loc.shape[2]
+            if token_major:
+                for i in range(nt):
+                    for n in range(nN):
+                        part[blk, b, t0 + i, n] = loc[jb, i, n]
+            else:
+                for n in range(nN):
+                    for i in range(nt):
+                        part[blk, b, n, t0 + i] = loc[jb, i, n]
+
+        return impl
+
     NCONST = nstate  # a closure constant: numba compiles (and caches) one kernel per value
 
     def fwd(u, delta, A, Bm, Cm, D, z, dbias, softplus, has_z, y, states, chunk, eb, zero, st, dtw, hs):
@@ -552,6 +575,8 @@ def _build(dtype, nstate: int) -> tuple:
         dA_loc = np.zeros((njob, eb, N), dtype=A.dtype)
         Btile = np.zeros((njob, chunk, N), dtype=A.dtype)
         Ctile = np.zeros((njob, chunk, N), dtype=A.dtype)
+        dBl = np.zeros((njob, chunk, N), dtype=A.dtype)  # the chunk's dB, dC partials, token-major in L1
+        dCl = np.zeros((njob, chunk, N), dtype=A.dtype)
         dts = np.zeros((njob, m), dtype=A.dtype)
         dsp = np.zeros((njob, m), dtype=A.dtype)  # softplus' (sigmoid of its input)
         us = np.zeros((njob, m), dtype=A.dtype)
@@ -617,7 +642,7 @@ def _build(dtype, nstate: int) -> tuple:
                 for i in range(nt):  # recompute the chunk's states; dC needs only h and ybar
                     t = t0 + i
                     for n in range(nN):
-                        dC_part[blk, b, t, n] = zero
+                        dCl[job, i, n] = zero
                     for j in range(ne):
                         dt = dts[job, i * si + j * sj]
                         dtu = dtus[job, i * si + j * sj]
@@ -627,8 +652,9 @@ def _build(dtype, nstate: int) -> tuple:
                             hv = _flush(_exp2_neg(dt * Ab[job, j, n]) * hbuf[job, i, j, n] + dtu * Btile[job, i, n])
                             hbuf[job, i + 1, j, n] = hv
                             acc += hv * Ctile[job, i, n]
-                            dC_part[blk, b, t, n] += yb * hv
+                            dCl[job, i, n] += yb * hv
                         ypre[job, i * si + j * sj] = acc
+                _write_part(dC_part, dCl, blk, b, t0, nt, job, st[4, 1] < st[4, 2])
                 if has_z:  # the gate's gradient
                     for q in range(m):
                         zz = zs[job, q]
@@ -641,7 +667,7 @@ def _build(dtype, nstate: int) -> tuple:
                 for i in range(nt - 1, -1, -1):  # walk the chunk in reverse
                     t = t0 + i
                     for n in range(nN):
-                        dB_part[blk, b, t, n] = zero
+                        dBl[job, i, n] = zero
                     for j in range(ne):
                         q = i * si + j * sj
                         ybar = ybs[job, q]
@@ -658,9 +684,10 @@ def _build(dtype, nstate: int) -> tuple:
                             s_gb += g * Btile[job, i, n]
                             dA_loc[job, j, n] += dt * gah
                             carry[job, j, n] = _flush(a * g)
-                            dB_part[blk, b, t, n] += dtu * g
+                            dBl[job, i, n] += dtu * g
                         sgb[job, q] = s_gb
                         sdd[job, q] = s_ga
+                _write_part(dB_part, dBl, blk, b, t0, nt, job, st[3, 1] < st[3, 2])
                 for q in range(m):
                     s_gb = sgb[job, q]
                     sgb[job, q] = dts[job, q] * s_gb + Dv[job, q] * ybs[job, q]
@@ -857,8 +884,11 @@ class _SelectiveScanCPU(torch.autograd.Function):
         dA_part = torch.empty(nb, e, n, dtype=dtype)
         dD_part = torch.zeros(nb, e, dtype=dtype)
         dbias_part = torch.zeros(nb, e, dtype=dtype)
-        dB_part = torch.empty(nblk, nb, length, n, dtype=dtype)
-        dC_part = torch.empty(nblk, nb, length, n, dtype=dtype)
+        # Each channel block's dB, dC partials, laid out as B and C are (token-major memory or (B, N, L)):
+        # the kernel's test of the same strides picks the layout it writes.
+        token_major = lambda t: t.stride(1) < t.stride(2)  # noqa: E731
+        dB_part, dC_part = (torch.empty((nblk, nb, length, n) if token_major(t) else (nblk, nb, n, length), dtype=dtype)
+                            for t in (Bm, Cm))
         st = _strides(nb, e, length, u=u, delta=delta, z=z, B=Bm, C=Cm, y=dout, du=du, ddelta=ddelta, dz=dz)
         bwd(_flat(u), _flat(delta), _np(A), _flat(Bm), _flat(Cm), _np(D), _flat(z), _np(bias), bool(ctx.delta_softplus),
             ctx.has_z, _flat(dout), _np(states), _CHUNK, eb, _np(torch.zeros((), dtype=dtype))[()],
@@ -866,7 +896,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         for part in (dB_part, dC_part):  # channel blocks' partials summed in place, in a fixed order
             for k in range(1, nblk):
                 part[0].add_(part[k])
-        dB, dC = dB_part[0].transpose(1, 2), dC_part[0].transpose(1, 2)  # (B, N, L)
+        dB, dC = (p[0].transpose(1, 2) if token_major(t) else p[0] for p, t in ((dB_part, Bm), (dC_part, Cm)))  # (B, N, L)
         first = (lambda t: t[0]) if nb == 1 else (lambda t: t.sum(0))  # noqa: E731  (batch partials)
         grads = [du, ddelta, first(dA_part), dB, dC,
                  first(dD_part) if ctx.has_d else None,

@@ -2,7 +2,9 @@
 
 Prints state updates per second (B*E*N*L / seconds) for the forward and forward+backward passes at
 B=1, E=64, N=32, L=65,536, and the peak extra memory of one forward at L=921,600 (one full-resolution
-1280x720 ALGNet layer). The reference backend is timed at a small L only, and labelled so.
+1280x720 ALGNet layer). The reference backend is timed at a small L only, and labelled so. Each rate
+is the best of --repeats calls; before each forward+backward the inputs' gradients are reset to None,
+as ``optimizer.zero_grad()`` does, so adding into the previous call's gradients is not timed.
 
     python benchmarks/scan.py                      # CPU
     python benchmarks/scan.py --device cuda        # GPU: triton / cuda backends when present
@@ -42,6 +44,8 @@ def time_backend(backend: str, length: int, device: str, backward: bool, repeats
     x = make_inputs(length, device, requires_grad=backward)
 
     def once():
+        for t in x.values():  # as optimizer.zero_grad() does: each step's gradients are fresh, not added
+            t.grad = None
         with torch.set_grad_enabled(backward):
             y = selective_scan(**x, delta_softplus=True, backend=backend)
             if backward:
@@ -108,7 +112,7 @@ def main(argv=None) -> None:
         length = {"reference": args.reference_length, "chunked": args.chunked_length if args.device == "cpu" else args.length}.get(backend, args.length)
         updates = E * N * length
         fwd = updates / time_backend(backend, length, args.device, False, args.repeats)
-        both = updates / time_backend(backend, length, args.device, True, max(1, args.repeats - 1))
+        both = updates / time_backend(backend, length, args.device, True, args.repeats)
         mem = peak_extra_mb(backend, args.memory_length, args.device) if backend in args.memory_backends.split(",") else float("nan")
         label = f"{backend}*" if length != args.length else backend
         print(f"{label:<10} {length:>8} {fwd:>14.3e} {both:>14.3e} {mem:>24.1f}", flush=True)

@@ -26,7 +26,7 @@ def reference_mamba(m: algnet.Mamba, x: torch.Tensor) -> torch.Tensor:
 
 def make_layer(backend, seed=0):
     torch.manual_seed(seed)
-    m = algnet.Mamba(d_model=8, d_state=6, scan_backend=backend)
+    m = algnet.Mamba(d_model=8, d_state=8, scan_backend=backend)
     with torch.no_grad():  # non-trivial values for every parameter
         for p in m.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -74,7 +74,7 @@ def test_conv_kernel_handles_short_sequences():
 
 def test_global_branch_matches_token_composition():
     torch.manual_seed(5)
-    g = GlobalBranch(8, d_state=4).eval()
+    g = GlobalBranch(8, d_state=8).eval()
     x = torch.randn(2, 8, 5, 7)
     tokens = x.flatten(2).transpose(1, 2)  # (B, H*W, C)
     expected = reference_mamba(g.mamba, F.layer_norm(tokens, (8,), g.norm.weight, g.norm.bias)).transpose(1, 2).reshape(2, 8, 5, 7)
@@ -91,7 +91,7 @@ def test_cpu_inference_in_pieces_equals_composition(d_model, piece, monkeypatch)
     from algnet.ops import scan_cpu
 
     torch.manual_seed(0)
-    m = algnet.Mamba(d_model=d_model, d_state=6, scan_backend="cpu")
+    m = algnet.Mamba(d_model=d_model, d_state=8, scan_backend="cpu")
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.1 * torch.randn_like(p))

@@ -26,8 +26,10 @@ def compare(fn, inputs, options, dtype):
     """Runs fn and the reference on the same leaves and compares y and every gradient."""
     kwargs = {k: v for k, v in inputs.items() if k in ("u", "delta", "A", "B", "C") or options.get(k, False)}
     softplus = options.get("softplus", False)
-    if not softplus:  # the scan's contract: dt > 0 (A < 0), as softplus guarantees
+    if not softplus:  # the scan's contract: dt = delta + delta_bias > 0 (A < 0), as softplus guarantees
         kwargs["delta"] = torch.nn.functional.softplus(kwargs["delta"])
+        if "delta_bias" in kwargs:  # a negative bias is lifted back out of delta
+            kwargs["delta"] = kwargs["delta"] + (-kwargs["delta_bias"]).clamp(min=0)[:, None]
     outs = []
     for f in (fn, selective_scan_ref):
         leaves = {k: v.clone().requires_grad_() for k, v in kwargs.items()}

@@ -95,8 +95,9 @@ def _select_threading_layer() -> None:
         numba.config.THREADING_LAYER = "workqueue"
 
 
-def _build(dtype, nstate: int) -> tuple:
-    """Compiles (or loads from numba's cache) the kernels for one dtype and state size.
+def _build(dtype, nstate: int | None):
+    """Compiles (or loads from numba's cache) the (forward, backward) kernels for one dtype and state
+    size, or with ``nstate=None`` the causal conv1d kernel alone.
 
     The state size is a compile-time constant of the forward's inner loop (fully unrolled, no
     remainder loop).
@@ -751,7 +752,9 @@ def _build(dtype, nstate: int) -> tuple:
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, 2)
                 os.close(devnull)
-            return njit(fwd_sig, **opts)(fwd), njit(bwd_sig, **opts)(bwd), njit(conv_sig, **opts)(conv)
+            if nstate is None:
+                return njit(conv_sig, **opts)(conv)
+            return njit(fwd_sig, **opts)(fwd), njit(bwd_sig, **opts)(bwd)
         finally:
             if saved is not None:
                 os.dup2(saved, 2)
@@ -759,9 +762,10 @@ def _build(dtype, nstate: int) -> tuple:
                 llvmlite.binding.set_option("", "-force-vector-width=0")
 
 
-def _get_kernels(dtype: torch.dtype, nstate: int | None = None) -> tuple:
-    if nstate is None:  # the conv kernel: any state size's build has it
-        nstate = next((n for d, n in _kernels if d == dtype), 16)
+def _get_kernels(dtype: torch.dtype, nstate: int | None) -> tuple:
+    """(forward, backward) scan kernels for one state size, or with ``nstate=None`` the causal conv1d
+    kernel (which does not depend on it): each compile takes about a minute on 2 cores, so the conv
+    is not compiled again with every state size."""
     key = (dtype, nstate)
     if key not in _kernels:
         import numpy as np
@@ -961,7 +965,7 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     import numpy as np
 
     dtype = x.dtype
-    conv = _get_kernels(dtype)[2]
+    conv = _get_kernels(dtype, None)
     _set_threads()
     if x.stride(-1) != 1:
         x = x.contiguous()

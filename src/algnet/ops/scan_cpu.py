@@ -641,7 +641,6 @@ def _build(dtype, nstate: int | None):
                     for q in range(m):
                         ybs[job, q] = gos[job, q]
                 for i in range(nt):  # recompute the chunk's states; dC needs only h and ybar
-                    t = t0 + i
                     for n in range(nN):
                         dCl[job, i, n] = zero
                     for j in range(ne):
@@ -666,7 +665,6 @@ def _build(dtype, nstate: int | None):
                 for q in range(m):
                     dDv[job, q] += ybs[job, q] * us[job, q]
                 for i in range(nt - 1, -1, -1):  # walk the chunk in reverse
-                    t = t0 + i
                     for n in range(nN):
                         dBl[job, i, n] = zero
                     for j in range(ne):

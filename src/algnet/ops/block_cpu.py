@@ -50,8 +50,8 @@ def _build() -> tuple:
         ntiles = (npix + _TILE - 1) // _TILE
         per_job = (nb * ntiles + njob - 1) // njob
         inv_c = 1.0 / nc
-        mean = np.zeros((njob, _TILE), dtype=x.dtype)
-        rstd = np.zeros((njob, _TILE), dtype=x.dtype)
+        mean = np.empty((njob, _TILE), dtype=x.dtype)  # set per tile below (np.zeros would be one more
+        rstd = np.empty((njob, _TILE), dtype=x.dtype)  # parallel loop: a thread-pool wake-up per call)
         for job in prange(njob):
             for tile in range(job * per_job, min((job + 1) * per_job, nb * ntiles)):
                 b = tile // ntiles

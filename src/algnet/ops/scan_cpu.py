@@ -479,21 +479,27 @@ def _build(dtype, nstate: int | None):
         save = states.shape[1] > 0
         # Per-job scratch is allocated here and indexed by job, never through row views or slices:
         # then numba finds no alias in the prange body and marks the arrays noalias, and LLVM keeps
-        # B_t, C_t in registers across channels instead of re-checking overlaps (+10-15%).
+        # B_t, C_t in registers across channels instead of re-checking overlaps (+10-15%). The
+        # (njob, m) scratch is np.empty, zeroed by each job: under parallel=True every np.zeros is a
+        # parallel loop of its own, one more wake-up of the thread pool per array per call. (The
+        # same for h, Ab, Btile, Ctile timed ~7% slower at L = 65,536, side by side in fresh
+        # processes, for no reason found; they stay np.zeros.)
         m = _TILE * eb
         h = np.zeros((njob, eb, N), dtype=A.dtype)
         Ab = np.zeros((njob, eb, N), dtype=A.dtype)
-        dts = np.zeros((njob, m), dtype=A.dtype)  # (i * si + j * sj) scratch of the tile, laid out as u
-        dtus = np.zeros((njob, m), dtype=A.dtype)
-        us = np.zeros((njob, m), dtype=A.dtype)
-        ys = np.zeros((njob, m), dtype=A.dtype)
-        zs = np.zeros((njob, m), dtype=A.dtype)
-        Dv = np.zeros((njob, m), dtype=A.dtype)
-        bias = np.zeros((njob, m), dtype=A.dtype)
+        dts = np.empty((njob, m), dtype=A.dtype)  # (i * si + j * sj) scratch of the tile, laid out as u
+        dtus = np.empty((njob, m), dtype=A.dtype)
+        us = np.empty((njob, m), dtype=A.dtype)
+        ys = np.empty((njob, m), dtype=A.dtype)
+        zs = np.empty((njob, m), dtype=A.dtype)
+        Dv = np.empty((njob, m), dtype=A.dtype)
+        bias = np.empty((njob, m), dtype=A.dtype)
         Btile = np.zeros((njob, _TILE, N), dtype=A.dtype)  # token-major copies of B and C
         Ctile = np.zeros((njob, _TILE, N), dtype=A.dtype)
         for job in prange(njob):
             csr = _denormals_off(zero)
+            for k in range(m):
+                dts[job, k] = dtus[job, k] = us[job, k] = ys[job, k] = zs[job, k] = Dv[job, k] = bias[job, k] = zero
             b = job // nblk
             e0 = (job - b * nblk) * eb
             ne = min(e0 + eb, E) - e0
@@ -568,33 +574,45 @@ def _build(dtype, nstate: int | None):
         one = zero + np.float32(1.0)  # the dtype of zero (an integer 1 would promote float32 to float64)
         ln2, log2e = _ln2_log2e(zero)
         # Per-job scratch indexed by job, no row views or slices in the prange body: numba then marks
-        # every array noalias (see fwd).
+        # every array noalias (see fwd). It is np.empty, zeroed by each job (except hbuf, whose rows
+        # are written before they are read): under parallel=True every np.zeros is a parallel loop
+        # of its own, one more wake-up of the thread pool per array per call (~0.15 ms each here).
         m = chunk * eb  # (i * si + j * sj) scratch of the chunk, laid out as u
-        hbuf = np.zeros((njob, chunk + 1, eb, N), dtype=A.dtype)  # hbuf[., i + 1] = h at token t0 + i
-        Ab = np.zeros((njob, eb, N), dtype=A.dtype)
-        carry = np.zeros((njob, eb, N), dtype=A.dtype)  # a_{t+1} * g_{t+1}
-        dA_loc = np.zeros((njob, eb, N), dtype=A.dtype)
-        Btile = np.zeros((njob, chunk, N), dtype=A.dtype)
-        Ctile = np.zeros((njob, chunk, N), dtype=A.dtype)
-        dBl = np.zeros((njob, chunk, N), dtype=A.dtype)  # the chunk's dB, dC partials, token-major in L1
-        dCl = np.zeros((njob, chunk, N), dtype=A.dtype)
-        dts = np.zeros((njob, m), dtype=A.dtype)
-        dsp = np.zeros((njob, m), dtype=A.dtype)  # softplus' (sigmoid of its input)
-        us = np.zeros((njob, m), dtype=A.dtype)
-        dtus = np.zeros((njob, m), dtype=A.dtype)
-        ypre = np.zeros((njob, m), dtype=A.dtype)  # y before the gate (for dz)
-        gos = np.zeros((njob, m), dtype=A.dtype)  # dL/dout, then dz
-        zs = np.zeros((njob, m), dtype=A.dtype)
-        ybs = np.zeros((njob, m), dtype=A.dtype)
-        sgz = np.zeros((njob, m), dtype=A.dtype)  # sigmoid(z)
-        sgb = np.zeros((njob, m), dtype=A.dtype)  # sum_n g*B, then du
-        sdd = np.zeros((njob, m), dtype=A.dtype)  # sum_n g*(A*a*h + u*B), then ddelta
-        Dv = np.zeros((njob, m), dtype=A.dtype)
-        bias = np.zeros((njob, m), dtype=A.dtype)
-        dDv = np.zeros((njob, m), dtype=A.dtype)
-        dbv = np.zeros((njob, m), dtype=A.dtype)  # ddelta summed over tokens: the delta bias' gradient
+        hbuf = np.empty((njob, chunk + 1, eb, N), dtype=A.dtype)  # hbuf[., i + 1] = h at token t0 + i
+        Ab = np.empty((njob, eb, N), dtype=A.dtype)
+        carry = np.empty((njob, eb, N), dtype=A.dtype)  # a_{t+1} * g_{t+1}
+        dA_loc = np.empty((njob, eb, N), dtype=A.dtype)
+        Btile = np.empty((njob, chunk, N), dtype=A.dtype)
+        Ctile = np.empty((njob, chunk, N), dtype=A.dtype)
+        dBl = np.empty((njob, chunk, N), dtype=A.dtype)  # the chunk's dB, dC partials, token-major in L1
+        dCl = np.empty((njob, chunk, N), dtype=A.dtype)
+        dts = np.empty((njob, m), dtype=A.dtype)
+        dsp = np.empty((njob, m), dtype=A.dtype)  # softplus' (sigmoid of its input)
+        us = np.empty((njob, m), dtype=A.dtype)
+        dtus = np.empty((njob, m), dtype=A.dtype)
+        ypre = np.empty((njob, m), dtype=A.dtype)  # y before the gate (for dz)
+        gos = np.empty((njob, m), dtype=A.dtype)  # dL/dout, then dz
+        zs = np.empty((njob, m), dtype=A.dtype)
+        ybs = np.empty((njob, m), dtype=A.dtype)
+        sgz = np.empty((njob, m), dtype=A.dtype)  # sigmoid(z)
+        sgb = np.empty((njob, m), dtype=A.dtype)  # sum_n g*B, then du
+        sdd = np.empty((njob, m), dtype=A.dtype)  # sum_n g*(A*a*h + u*B), then ddelta
+        Dv = np.empty((njob, m), dtype=A.dtype)
+        bias = np.empty((njob, m), dtype=A.dtype)
+        dDv = np.empty((njob, m), dtype=A.dtype)
+        dbv = np.empty((njob, m), dtype=A.dtype)  # ddelta summed over tokens: the delta bias' gradient
         for job in prange(njob):
             csr = _denormals_off(zero)
+            for q in range(m):
+                dts[job, q] = dsp[job, q] = us[job, q] = dtus[job, q] = ypre[job, q] = gos[job, q] = zero
+                zs[job, q] = ybs[job, q] = sgz[job, q] = sgb[job, q] = sdd[job, q] = zero
+                Dv[job, q] = bias[job, q] = dDv[job, q] = dbv[job, q] = zero
+            for j in range(eb):
+                for n in range(nN):
+                    Ab[job, j, n] = carry[job, j, n] = dA_loc[job, j, n] = zero
+            for i in range(chunk):
+                for n in range(nN):
+                    Btile[job, i, n] = Ctile[job, i, n] = dBl[job, i, n] = dCl[job, i, n] = zero
             b = job // nblk
             blk = job - b * nblk
             e0 = blk * eb

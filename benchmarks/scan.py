@@ -1,10 +1,12 @@
 """Selective-scan throughput and memory, every available backend side by side.
 
 Prints state updates per second (B*E*N*L / seconds) for the forward and forward+backward passes at
-B=1, E=64, N=32, L=65,536, and the peak extra memory of one forward at L=921,600 (one full-resolution
-1280x720 ALGNet layer). The reference backend is timed at a small L only, and labelled so. Each rate
-is the best of --repeats calls; before each forward+backward the inputs' gradients are reset to None,
-as ``optimizer.zero_grad()`` does, so adding into the previous call's gradients is not timed.
+B=1, E=64, N=32, L=65,536, the time of one call at a small L (1,024 tokens, a 32x32 feature map:
+there fixed per-call costs such as thread wake-ups show; best of 10 x --repeats calls), and the peak
+extra memory of one forward at L=921,600 (one full-resolution 1280x720 ALGNet layer). The reference
+backend is timed at a small L only, and labelled so. Each rate is the best of --repeats calls;
+before each forward+backward the inputs' gradients are reset to None, as ``optimizer.zero_grad()``
+does, so adding into the previous call's gradients is not timed.
 
     python benchmarks/scan.py                      # CPU
     python benchmarks/scan.py --device cuda        # GPU: triton / cuda backends when present
@@ -99,6 +101,7 @@ def main(argv=None) -> None:
     parser.add_argument("--length", type=int, default=65_536)
     parser.add_argument("--reference-length", type=int, default=1_024)
     parser.add_argument("--chunked-length", type=int, default=8_192, help="L for the chunked fallback on CPU (it does 16x the arithmetic)")
+    parser.add_argument("--call-length", type=int, default=1_024, help="L of the per-call timings (0 skips them)")
     parser.add_argument("--memory-length", type=int, default=921_600)
     parser.add_argument("--memory-backends", default="cpu,chunked,triton,cuda", help="comma list; '' skips the memory runs")
     parser.add_argument("--backends", default=None, help="comma list (default: every available one)")
@@ -107,15 +110,20 @@ def main(argv=None) -> None:
 
     backends = args.backends.split(",") if args.backends else available_backends(args.device)
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, B=1 E={E} N={N}", flush=True)
-    print(f"{'backend':<10} {'L':>8} {'forward upd/s':>14} {'fwd+bwd upd/s':>14} {'peak extra MiB @L=' + str(args.memory_length):>24}")
+    call = f"@L={args.call_length}"
+    print(f"{'backend':<10} {'L':>8} {'forward upd/s':>14} {'fwd+bwd upd/s':>14} {'fwd ms ' + call:>16} {'fwd+bwd ms ' + call:>20} "
+          f"{'peak extra MiB @L=' + str(args.memory_length):>24}")
     for backend in backends:
         length = {"reference": args.reference_length, "chunked": args.chunked_length if args.device == "cpu" else args.length}.get(backend, args.length)
         updates = E * N * length
         fwd = updates / time_backend(backend, length, args.device, False, args.repeats)
         both = updates / time_backend(backend, length, args.device, True, args.repeats)
+        small = args.call_length if backend != "reference" else 0
+        fwd_ms, both_ms = ((1e3 * time_backend(backend, small, args.device, bw, 10 * args.repeats) for bw in (False, True)) if small
+                           else (float("nan"), float("nan")))
         mem = peak_extra_mb(backend, args.memory_length, args.device) if backend in args.memory_backends.split(",") else float("nan")
         label = f"{backend}*" if length != args.length else backend
-        print(f"{label:<10} {length:>8} {fwd:>14.3e} {both:>14.3e} {mem:>24.1f}", flush=True)
+        print(f"{label:<10} {length:>8} {fwd:>14.3e} {both:>14.3e} {fwd_ms:>16.2f} {both_ms:>20.2f} {mem:>24.1f}", flush=True)
     print("* timed at a smaller L (reference: a Python loop over tokens; chunked on CPU: 16x the arithmetic); nan: not measured")
 
 

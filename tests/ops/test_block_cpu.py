@@ -58,15 +58,9 @@ def test_shape_errors_are_clear():
         block_cpu.layernorm_to_tokens(torch.randn(8, 16), torch.ones(8), torch.zeros(8), 1e-5)
 
 
-def test_benchmark_cases_compute_the_same_values():
+def test_benchmark_cases_compute_the_same_values(load_benchmark):
     """benchmarks/block_cpu.py times pairs of computations it claims are equal: they are."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "block_cpu.py"
-    spec = importlib.util.spec_from_file_location("block_cpu_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("block_cpu")
     with torch.no_grad():
         for name, (plain, fused) in bench.cases(24, 10, 13).items():
             want = plain()

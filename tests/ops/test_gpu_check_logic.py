@@ -1,21 +1,14 @@
 """The GPU check's pure helpers, which run on any machine: its error measure and its timing plan."""
 
-import importlib.util
 import math
-import os
 
 import pytest
 import torch
 
-_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "gpu_check.py")
-
 
 @pytest.fixture(scope="module")
-def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def gpu_check(load_benchmark):
+    return load_benchmark("gpu_check")
 
 
 def test_relative_error_is_scaled_by_the_reference(gpu_check):

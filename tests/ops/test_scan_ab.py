@@ -1,20 +1,13 @@
 """benchmarks/scan_ab.py's argument checks and module loading (timing itself is not tested)."""
 
-import importlib.util
-import os
 import sys
 
 import pytest
 
-_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "scan_ab.py")
-
 
 @pytest.fixture(scope="module")
-def scan_ab():
-    spec = importlib.util.spec_from_file_location("scan_ab", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def scan_ab(load_benchmark):
+    return load_benchmark("scan_ab")
 
 
 def test_a_missing_version_file_is_a_usage_error(scan_ab, tmp_path, capsys):

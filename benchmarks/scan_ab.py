@@ -29,6 +29,9 @@ import sys
 import time
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/scan.py: the inputs, E and N
+
+
 def _load(path: str):
     name = os.path.splitext(os.path.basename(path))[0]  # numba's cache is keyed by the module's file
     spec = importlib.util.spec_from_file_location(name, path)
@@ -41,8 +44,6 @@ def _load(path: str):
 def measure(path: str, length: int, calls: int) -> dict:
     """Median seconds of ``calls`` forward and ``calls`` forward+backward calls of one version."""
     import torch
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from scan import make_inputs
 
     module = _load(path)
@@ -90,7 +91,9 @@ def main(argv=None) -> None:
             if out.returncode:
                 sys.exit(f"{path}: the child process failed:\n{out.stderr[-2000:]}")
             results[path].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    updates = 64 * 32 * args.length
+    from scan import E, N
+
+    updates = E * N * args.length
     print(f"L={args.length}, {args.processes} fresh processes per version, {args.calls} calls per pass in each")
     print(f"{'version':<28} {'forward ms':>11} {'(min-max)':>15} {'fwd+bwd ms':>11} {'(min-max)':>15} {'fwd+bwd upd/s':>14}")
     med = {}

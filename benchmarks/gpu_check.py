@@ -286,8 +286,71 @@ def correctness_section(args, device, results):
                     except Exception as err:
                         traceback.print_exc()
                         results.check(f"{backend:8s} {dtype_name:8s} {label}", False, f"raised {type(err).__name__}: {err}")
+        if time.time() > deadline:
+            print("  skipped the fused glue kernels: out of time", flush=True)
+            results.section_errors.setdefault("correctness", "ran out of time before the glue kernels were checked")
+            return
+        try:
+            check_glue(device, results, tiny=args.cpu_interpret)
+        except SectionTimeout:
+            raise
+        except Exception as err:
+            traceback.print_exc()
+            results.check("glue kernels", False, f"raised {type(err).__name__}: {err}")
 
     return run
+
+
+def check_glue(device, results, tiny=False):
+    """The fused glue kernels (algnet.ops.block_triton) against PyTorch's ops in float64, and one
+    ALGBlock's inference with them against its PyTorch path (ALGNET_FUSED_GLUE=0)."""
+    import torch
+    import torch.nn.functional as F
+
+    from algnet.models.algnet import ALGBlock
+    from algnet.models.layers import FUSED_GLUE_ENV
+    from algnet.ops import block_triton
+
+    g = torch.Generator().manual_seed(11)
+    b, c, h, w = (1, 12, 5, 7) if tiny else (2, 48, 37, 53)  # odd sizes: partial tiles
+    x = (torch.randn(b, c, h, w, generator=g) * 2 + 1).to(device)
+    weight, bias = torch.randn(c, generator=g).to(device), torch.randn(c, generator=g).to(device)
+    tokens_ref = F.layer_norm(x.double().flatten(2).transpose(1, 2), (c,), weight.double(), bias.double(), 1e-6)
+    errors = {
+        "layernorm2d": relative_error(block_triton.layernorm2d(x, weight, bias, 1e-6), tokens_ref.transpose(1, 2).reshape(b, c, h, w)),
+        "layernorm_to_tokens": relative_error(block_triton.layernorm_to_tokens(x, weight, bias, 1e-6), tokens_ref),
+    }
+    tokens, local = torch.randn(b, h * w, c, generator=g).to(device), torch.randn(b, c, h, w, generator=g).to(device)
+    want = x.double() + weight.double().view(1, c, 1, 1) * tokens.double().transpose(1, 2).reshape(b, c, h, w) \
+        + bias.double().view(1, c, 1, 1) * local.double()
+    errors["aggregate_residual"] = relative_error(block_triton.aggregate_residual(x, tokens, local, weight, bias), want)
+    e, length = (6, 19) if tiny else (96, 1001)
+    xz = torch.randn(2, length, 2 * e, generator=g).to(device)
+    taps, cbias = torch.randn(e, 4, generator=g).to(device), torch.randn(e, generator=g).to(device)
+    conv = F.conv1d(xz[..., :e].double().transpose(1, 2), taps.double().unsqueeze(1), cbias.double(), padding=3, groups=e)[..., :length]
+    errors["causal_conv1d_silu"] = relative_error(block_triton.causal_conv1d_silu(xz[..., :e], taps, cbias), F.silu(conv).transpose(1, 2))
+    for name, err in errors.items():
+        results.check(f"glue {name:22s} float32", err <= 1e-5, f"worst relative error {err:.2e}, tolerance 1e-05")
+    if torch.device(device).type != "cuda":  # on CPU tensors the model routes its glue to numba, not these kernels
+        return
+
+    torch.manual_seed(0)
+    block = ALGBlock(8 if tiny else 32, "fa", d_state=4 if tiny else 32).to(device).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        xb = torch.randn(1, block.norm1.weight.numel(), 6 if tiny else 40, 9 if tiny else 56, device=device)
+        # cuDNN's TF32 convolutions (PyTorch's default) round their inputs to 10 mantissa bits, which
+        # turns last-bit differences of the glue into ~1e-4 ones: compare in full float32.
+        saved, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+        try:
+            fused = block(xb)
+            with forced_env(FUSED_GLUE_ENV, "0"):
+                plain = block(xb)
+        finally:
+            torch.backends.cudnn.allow_tf32 = saved
+    err = relative_error(fused, plain)
+    results.check("glue ALGBlock fused vs PyTorch float32", err <= 1e-5, f"worst relative error {err:.2e}, tolerance 1e-05")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,11 +3,17 @@
 
 Run on a machine with an NVIDIA GPU (``PYTHONPATH=src python benchmarks/network_gpu.py``):
 
-1. eager fp32 latency of ``algnet`` (median of a few runs after warm-up);
-2. a torch.profiler breakdown of one eager forward: GPU time per kernel name, largest first, and the
-   share taken by the selective scan's Triton kernels;
-3. eager with bf16 autocast, with and without channels-last input;
-4. with ``--compile``: ``torch.compile`` of the whole model (the scan stays an opaque call), its
+1. the fused glue kernels (:mod:`algnet.ops.block_triton`) against the PyTorch ops they replace, at
+   the shapes of ALGNet's first level at 1280x720: each one's time, side by side;
+2. eager fp32 latency of ``algnet`` with the fused glue and without it (ALGNET_FUSED_GLUE=0),
+   alternating, median of a few runs after warm-up each, and how far the two outputs differ;
+3. the same with TF32 matrix products (``torch.backends.cuda.matmul.allow_tf32``; cuDNN's
+   convolutions use TF32 by default already), and replayed as one CUDA graph (no per-kernel
+   launch cost on the host);
+4. a torch.profiler breakdown of one eager forward: GPU time per kernel name, largest first, and the
+   share taken by the selective scan's Triton kernels, beside the forward's wall time;
+5. eager with bf16 autocast, with and without channels-last input;
+6. with ``--compile``: ``torch.compile`` of the whole model (the scan stays an opaque call), its
    compile time and latency in fp32 and bf16.
 
 Every row is guarded: one failing row is reported and the others still run. ``--budget`` seconds
@@ -17,6 +23,7 @@ Every row is guarded: one failing row is reported and the others still run. ``--
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import traceback
@@ -30,7 +37,7 @@ def parse_args(argv=None):
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--budget", type=float, default=240.0)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the model")
-    parser.add_argument("--top", type=int, default=15, help="kernels listed in the profile")
+    parser.add_argument("--top", type=int, default=25, help="kernels listed in the profile")
     return parser.parse_args(argv)
 
 
@@ -46,6 +53,50 @@ def timed(fn, reps):
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def glue_rows(reps):
+    """Each fused glue kernel against the PyTorch ops the model would run instead, ALGNet level 1 at 1280x720."""
+    import torch
+    import torch.nn.functional as F
+
+    from algnet.models.algnet import ALGBlock
+    from algnet.models.layers import FUSED_GLUE_ENV
+    from algnet.ops import block_triton
+
+    block = ALGBlock(32).cuda().eval()
+    x = torch.randn(1, 32, 720, 1280, device="cuda")
+    toks = torch.randn(1, 720 * 1280, 32, device="cuda")
+    xz = torch.randn(1, 720 * 1280, 128, device="cuda")
+    mamba = block.g_layer.mamba
+    taps = mamba.conv1d.weight[:, 0, :]
+
+    def plain(fn):
+        def run():
+            saved = os.environ.get(FUSED_GLUE_ENV)
+            os.environ[FUSED_GLUE_ENV] = "0"
+            try:
+                fn()
+            finally:
+                os.environ.pop(FUSED_GLUE_ENV) if saved is None else os.environ.__setitem__(FUSED_GLUE_ENV, saved)
+        return run
+
+    norm, tnorm = block.norm1, block.g_layer.norm
+    cases = [
+        ("LayerNorm2d (1,32,720,1280)", lambda: block_triton.layernorm2d(x, norm.weight, norm.bias, norm.eps), plain(lambda: norm(x))),
+        ("token LayerNorm -> (1,921600,32)", lambda: block_triton.layernorm_to_tokens(x, tnorm.weight, tnorm.bias, tnorm.eps),
+         lambda: tnorm(x.flatten(2).transpose(1, 2))),
+        ("x + g*F_G^T + w*F_L", lambda: block_triton.aggregate_residual(x, toks, x, block.aggregate.g, block.aggregate.w),
+         lambda: x + block.aggregate(toks.transpose(1, 2).reshape(x.shape), x)),
+        ("conv1d+silu (1,921600,64) of in_proj", lambda: block_triton.causal_conv1d_silu(xz[..., :64], taps, mamba.conv1d.bias),
+         plain(lambda: mamba._conv_silu(xz[..., :64]))),
+    ]
+    print(f"  {'glue op':38s} {'fused ms':>9s} {'PyTorch ms':>11s} {'ratio':>6s}")
+    with torch.no_grad():
+        for label, fused, torch_ops in cases:
+            a, b = timed(fused, reps), timed(torch_ops, reps)
+            print(f"  {label:38s} {a * 1e3:9.3f} {b * 1e3:11.3f} {b / a:5.1f}x", flush=True)
+    del x, toks, xz
 
 
 def profile_breakdown(model, x, top):
@@ -65,6 +116,8 @@ def profile_breakdown(model, x, top):
             per_name[event.name][0] += event.time_range.elapsed_us()
             per_name[event.name][1] += 1
     total = sum(v[0] for v in per_name.values())
+    launches = sum(v[1] for v in per_name.values())
+    print(f"  {launches} kernel launches in one forward")
     scan = sum(v[0] for k, v in per_name.items() if k.startswith(("scan_seq", "scan_fwd", "carry")))
     print(f"  GPU kernel time in one forward: {total / 1e3:.1f} ms; selective scan (scan_seq/scan_fwd/carry): "
           f"{scan / 1e3:.1f} ms ({100 * scan / max(total, 1e-9):.0f}%)")
@@ -78,6 +131,7 @@ def main(argv=None) -> int:
     import torch
 
     import algnet
+    from algnet.models.layers import FUSED_GLUE_ENV
 
     if not torch.cuda.is_available():
         print("no CUDA device visible to torch")
@@ -110,8 +164,54 @@ def main(argv=None) -> int:
         seconds = timed(run, args.reps)
         print(f"  {label:40s} {seconds * 1e3:8.1f} ms   peak {torch.cuda.max_memory_allocated() / 2**30:5.2f} GiB", flush=True)
 
+    def env_latency(label, value, tf32=False):
+        saved, saved_tf32 = os.environ.get(FUSED_GLUE_ENV), torch.backends.cuda.matmul.allow_tf32
+        os.environ[FUSED_GLUE_ENV] = value
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        try:
+            latency(label, model, x, False)
+        finally:
+            os.environ.pop(FUSED_GLUE_ENV) if saved is None else os.environ.__setitem__(FUSED_GLUE_ENV, saved)
+            torch.backends.cuda.matmul.allow_tf32 = saved_tf32
+
+    def output_difference():
+        with torch.no_grad():
+            fused = model(x)[-1]
+            os.environ[FUSED_GLUE_ENV] = "0"
+            try:
+                plain = model(x)[-1]
+            finally:
+                os.environ.pop(FUSED_GLUE_ENV)
+        diff = (fused - plain).abs().max().item()
+        print(f"  output, fused glue vs PyTorch ops: max |difference| {diff:.2e} (image values in [0, 1])", flush=True)
+
+    def graph_replay():
+        static_x = x.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.no_grad(), torch.cuda.stream(stream):
+            for _ in range(2):
+                model(static_x)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(graph):
+            out = model(static_x)[-1]
+        graph.replay()
+        torch.cuda.synchronize()
+        with torch.no_grad():
+            diff = (out - model(static_x)[-1]).abs().max().item()
+        seconds = timed(graph.replay, args.reps)
+        print(f"  {'fp32, fused glue, one CUDA graph':40s} {seconds * 1e3:8.1f} ms   (replay vs eager max |diff| {diff:.1e})", flush=True)
+
+    print("fused glue kernels against PyTorch ops", flush=True)
+    row("glue", lambda: glue_rows(args.reps))
     print("eager", flush=True)
-    row("fp32", lambda: latency("fp32", model, x, False))
+    for _ in range(2):  # alternating, so drift on the machine shows as a difference between rounds
+        row("fp32", lambda: env_latency("fp32, fused glue (default)", "1"))
+        row("fp32 plain", lambda: env_latency("fp32, PyTorch glue (ALGNET_FUSED_GLUE=0)", "0"))
+    row("difference", output_difference)
+    row("tf32", lambda: env_latency("fp32 + TF32 matmul, fused glue", "1", tf32=True))
+    row("graph", graph_replay)
     row("profile", lambda: profile_breakdown(model, x, args.top))
     row("bf16", lambda: latency("bf16 autocast", model, x, True))
     x_cl = x.contiguous(memory_format=torch.channels_last)

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import GlobalAvgPool, LayerNorm2d, SimpleGate, add_scaled_conv, conv_of_scaled, crop_to, pad_to_multiple, unobserved
+from .layers import GlobalAvgPool, LayerNorm2d, SimpleGate, add_scaled_conv, conv_of_scaled, crop_to, glue_kernels, pad_to_multiple, unobserved
 from .mamba import Mamba
 
 AGGREGATIONS = ("fa", "sum", "concat", "global", "local")
@@ -112,7 +112,8 @@ class ALGBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs = self.sg(self.conv2(self.conv1(self.norm1(x))))  # spatial features X^s
-        y = self._fused_residual(x, xs) if self._can_fuse(x, xs) else x + self._aggregated(xs)
+        kernels = self._glue(x, xs)
+        y = self._fused_residual(x, xs, kernels) if kernels is not None else x + self._aggregated(xs)
         return add_scaled_conv(y, self.beta, self.conv5, self.sg(self.conv4(self.norm2(y))))  # y + beta * conv5(.)
 
     def _aggregated(self, xs: torch.Tensor) -> torch.Tensor:
@@ -123,36 +124,35 @@ class ALGBlock(nn.Module):
             return self.g_layer(xs)
         return self.aggregate(self.g_layer(xs), self.l_layer(xs))
 
-    def _can_fuse(self, x: torch.Tensor, xs: torch.Tensor) -> bool:
-        """The fused CPU glue serves float32 inference of the paper's and the sum aggregation."""
-        if type(x) is not torch.Tensor or type(xs) is not torch.Tensor:  # fake or subclassed tensors have no memory to hand numba
-            return False
-        if x.device.type != "cpu" or x.dtype != torch.float32 or xs.dtype != torch.float32:
-            return False
+    def _glue(self, x: torch.Tensor, xs: torch.Tensor):
+        """The fused glue kernels (block_cpu or block_triton) for the paper's and the sum aggregation
+        at inference, or None for the plain path."""
         if self.g_layer is None or self.l_layer is None or self.aggregation not in ("fa", "sum"):
-            return False
+            return None
         if not unobserved(self.g_layer, self.g_layer.norm, self.aggregate):  # the modules the fused path skips
-            return False
+            return None
         if torch.is_grad_enabled() and (x.requires_grad or xs.requires_grad or any(p.requires_grad for p in self.parameters())):
-            return False
-        from ..ops import block_cpu
+            return None
+        kernels = glue_kernels(x)
+        if kernels is None or glue_kernels(xs) is not kernels or x.device != xs.device:
+            return None
+        if x.device.type == "cpu" and (x.dtype != torch.float32 or xs.dtype != torch.float32):  # numba: float32 only
+            return None
+        return kernels
 
-        return block_cpu.is_available()[0]
-
-    def _fused_residual(self, x: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    def _fused_residual(self, x: torch.Tensor, xs: torch.Tensor, kernels) -> torch.Tensor:
         """``x + F_A`` as :meth:`_aggregated` computes it, with the token LayerNorm and the aggregation
-        each one pass that transposes in cache (:mod:`algnet.ops.block_cpu`)."""
-        from ..ops import block_cpu
-
+        each one pass that transposes on the fly (:mod:`algnet.ops.block_cpu`, :mod:`algnet.ops.block_triton`)."""
         norm = self.g_layer.norm
-        tokens = block_cpu.layernorm_to_tokens(xs, norm.weight, norm.bias, norm.eps)  # (B, H*W, C)
+        # float32 tokens, as GlobalBranch's x.float() (the branch computes in float32 under autocast)
+        tokens = kernels.layernorm_to_tokens(xs, norm.weight, norm.bias, norm.eps, out_dtype=torch.promote_types(xs.dtype, torch.float32))
         f_g = self.g_layer.mamba(tokens)  # (B, H*W, C)
         f_l = self.l_layer(xs)  # (B, C, H, W)
         if isinstance(self.aggregate, FeatureAggregation):
             g, w = self.aggregate.g, self.aggregate.w
         else:
-            g = w = torch.ones(x.shape[1])
-        return block_cpu.aggregate_residual(x, f_g, f_l, g, w)
+            g = w = torch.ones(x.shape[1], device=x.device)
+        return kernels.aggregate_residual(x, f_g, f_l, g, w)
 
 
 class BasicConv(nn.Module):

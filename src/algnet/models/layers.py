@@ -3,9 +3,13 @@ local branch (replaceable by TLC's sliding mean, see :mod:`algnet.models.tlc`)."
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+FUSED_GLUE_ENV = "ALGNET_FUSED_GLUE"  # "0": PyTorch's ops for the blocks' glue on every device
 
 
 # From this many elements CPU inference normalises with one numba pass (algnet.ops.block_cpu); side
@@ -29,10 +33,12 @@ class LayerNorm2d(nn.Module):
         # Measured on the CPU (1x32x720x1280, 2 threads): textbook 203 ms; this with autograd
         # 153 ms; without autograd, in place on the one fresh tensor, 93 ms (fresh full-size
         # tensors cost page faults). torch.var_mean took 282 ms: its reduction over dim 1 is strided.
-        if not torch.is_grad_enabled() and self._fused_cpu(x):
+        if not torch.is_grad_enabled():
             from ..ops import block_cpu
 
-            return block_cpu.layernorm2d(x, self.weight, self.bias, self.eps)
+            kernels = glue_kernels(x)  # on the CPU, only for maps past the size where numba wins
+            if kernels is not None and (kernels is not block_cpu or self._fused_cpu(x)):
+                return kernels.layernorm2d(x, self.weight, self.bias, self.eps)
         w, b = self.weight.view(1, -1, 1, 1), self.bias.view(1, -1, 1, 1)
         xc = x - x.mean(1, keepdim=True)
         if torch.is_grad_enabled():
@@ -43,11 +49,7 @@ class LayerNorm2d(nn.Module):
 
     @staticmethod
     def _fused_cpu(x: torch.Tensor) -> bool:
-        if x.numel() < _FUSED_NORM_MIN or type(x) is not torch.Tensor or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-            return False
-        from ..ops import block_cpu
-
-        return block_cpu.is_available()[0]
+        return x.numel() >= _FUSED_NORM_MIN and x.dtype in (torch.float32, torch.float64)
 
 
 class SimpleGate(nn.Module):
@@ -63,6 +65,27 @@ class GlobalAvgPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3), keepdim=True)
+
+
+def glue_kernels(x: torch.Tensor):
+    """The fused glue kernels for x's device, or None where PyTorch's ops serve.
+
+    :mod:`algnet.ops.block_cpu` (numba) for CPU tensors, :mod:`algnet.ops.block_triton` for CUDA
+    tensors; None for other devices, fake or subclassed tensors (no memory to hand a kernel), a
+    missing library, or ALGNET_FUSED_GLUE=0 (read at each call, the benchmarks' A/B switch). The
+    kernels compute the glue without autograd: callers use them only when no gradient is needed.
+    """
+    if os.environ.get(FUSED_GLUE_ENV, "1") == "0" or type(x) is not torch.Tensor or not x.is_floating_point():
+        return None
+    if x.device.type == "cpu":
+        from ..ops import block_cpu
+
+        return block_cpu if block_cpu.is_available()[0] else None
+    if x.device.type == "cuda":
+        from ..ops import block_triton
+
+        return block_triton if block_triton.is_available()[0] else None
+    return None
 
 
 def unobserved(*modules: nn.Module) -> bool:

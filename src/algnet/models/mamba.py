@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import selective_scan
-from .layers import unobserved
+from .layers import glue_kernels, unobserved
 
 # Up to this dt rank the cpu kernel forms delta = dt_proj(dt) itself on CPU inference. Side by side
 # (benchmarks/block_cpu.py, 2 cores) against the projection by matmul and the plain scan: rank 2
@@ -163,6 +163,11 @@ class Mamba(nn.Module):
     def _conv_silu(self, x: torch.Tensor) -> torch.Tensor:
         """silu(causal depthwise conv1d) of channels-last tokens (B, L, E) -> (B, L, E)."""
         weight = self.conv1d.weight[:, 0, :]  # (E, K)
+        if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+            from ..ops import block_triton
+
+            if glue_kernels(x) is block_triton:  # one pass instead of a padded copy and 2K + 2 passes
+                return block_triton.causal_conv1d_silu(x, weight, self.conv1d.bias)
         k, length = self.d_conv, x.shape[1]
         xp = F.pad(x, (0, 0, k - 1, 0))  # (B, L + K - 1, E), causal left padding
         out = xp[:, k - 1 :] * weight[:, k - 1]

@@ -110,18 +110,21 @@ def _channels_first(x: torch.Tensor, name: str) -> torch.Tensor:
     return x.contiguous().view(x.shape[0], x.shape[1], -1)  # (B, C, P)
 
 
-def layernorm_to_tokens(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+def layernorm_to_tokens(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                        out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """``F.layer_norm(x.flatten(2).transpose(1, 2), (C,), weight, bias, eps)`` in one pass.
 
     Args:
         x: (B, C, H, W) float32 or float64 features on the CPU.
         weight, bias: (C,) affine parameters of the LayerNorm.
         eps: added to the (biased) variance.
+        out_dtype: dtype of the tokens (default x's), as :func:`algnet.ops.block_triton.layernorm_to_tokens`.
 
     Returns:
-        (B, H*W, C) contiguous tokens, x's dtype.
+        (B, H*W, C) contiguous tokens.
     """
-    return _layernorm(x, weight, bias, eps, to_tokens=True)
+    out = _layernorm(x, weight, bias, eps, to_tokens=True)
+    return out if out_dtype is None else out.to(out_dtype)
 
 
 def layernorm2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:

@@ -1,0 +1,180 @@
+"""Fused Triton glue kernels (algnet.ops.block_triton) against PyTorch's ops, in Triton's interpreter.
+
+No GPU in CI: the kernels run on CPU tensors under TRITON_INTERPRET=1 (tests/conftest.py sets it
+before triton is imported). References are computed in float64 with PyTorch's own LayerNorm,
+conv1d and SiLU, so the kernels are checked against well-kept implementations, not against a copy
+of their own arithmetic. The model-level test routes an ALGBlock through these kernels on the CPU
+and compares it with the plain PyTorch path of the same block.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+triton = pytest.importorskip("triton")
+
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
+
+from algnet.ops import block_triton  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    not isinstance(triton.language.standard.sum, InterpretedFunction),
+    reason="triton was imported in compiled mode; these tests need its interpreter",
+)
+
+TOL = {torch.float64: 1e-12, torch.float32: 2e-6, torch.bfloat16: 1e-2}
+
+
+@pytest.fixture(autouse=True)
+def interpret(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def _params(c, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(c, generator=g), torch.randn(c, generator=g)
+
+
+def _close(got, want, dtype):
+    # bfloat16 outputs are one rounding of a float32 result: compare relative to the values' scale
+    tol = TOL[dtype] * max(1.0, want.abs().max().item())
+    assert (got.double() - want.double()).abs().max().item() <= tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 20, 9, 7), (1, 3, 1, 1), (1, 48, 3, 5)])
+def test_layernorm2d_and_tokens_match_layer_norm(dtype, shape):
+    b, c, h, w = shape
+    g = torch.Generator().manual_seed(c)
+    x = (torch.randn(shape, generator=g) * 3 + 2).to(dtype)
+    weight, bias = _params(c, 1)
+    tokens_ref = F.layer_norm(x.double().flatten(2).transpose(1, 2), (c,), weight.double(), bias.double(), 1e-6)
+    map_ref = tokens_ref.transpose(1, 2).reshape(shape)
+
+    got = block_triton.layernorm2d(x, weight, bias, 1e-6)
+    assert got.dtype == dtype and got.shape == shape and got.is_contiguous()
+    _close(got, map_ref, dtype)
+
+    tokens = block_triton.layernorm_to_tokens(x, weight, bias, 1e-6, out_dtype=torch.promote_types(dtype, torch.float32))
+    assert tokens.shape == (b, h * w, c) and tokens.dtype == torch.promote_types(dtype, torch.float32)
+    _close(tokens, tokens_ref, torch.float32 if dtype == torch.bfloat16 else dtype)
+
+
+def test_layernorm_reads_strided_input_and_wide_channels():
+    """A non-contiguous (channels-last) map and C = 512 (ALGNet's middle blocks, one 512-row tile)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 6, 5, 512, generator=g).permute(0, 3, 1, 2)  # (1, 512, 6, 5), not contiguous
+    weight, bias = _params(512, 4)
+    ref = F.layer_norm(x.double().permute(0, 2, 3, 1), (512,), weight.double(), bias.double(), 1e-5).permute(0, 3, 1, 2)
+    _close(block_triton.layernorm2d(x, weight, bias, 1e-5), ref, torch.float32)
+
+
+def test_constant_pixel_gives_the_bias():
+    weight, bias = _params(5, 5)
+    got = block_triton.layernorm2d(torch.full((1, 5, 2, 3), 4.0), weight, bias, 1e-6)
+    torch.testing.assert_close(got, bias.view(1, 5, 1, 1).expand(1, 5, 2, 3), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_aggregate_residual_matches_pytorch(dtype):
+    g = torch.Generator().manual_seed(7)
+    b, c, h, w = 2, 70, 3, 11  # 70 channels: two channel blocks, the second partial
+    x = torch.randn(b, c, h, w, generator=g).to(dtype)
+    local = torch.randn(b, c, h, w, generator=g).to(dtype)
+    tokens = torch.randn(b, h * w, c, generator=g)  # the global branch's float32 output
+    scale_g, scale_w = torch.randn(1, c, 1, 1, generator=g), torch.randn(1, c, 1, 1, generator=g)
+    want = x + (scale_g * tokens.transpose(1, 2).reshape(b, c, h, w) + scale_w * local)
+    got = block_triton.aggregate_residual(x, tokens, local, scale_g, scale_w)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    ref = x.double() + scale_g.double() * tokens.double().transpose(1, 2).reshape(b, c, h, w) + scale_w.double() * local.double()
+    _close(got, ref, torch.float64 if dtype == torch.float64 else torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("length,taps,bias", [(37, 4, True), (1, 4, True), (5, 1, False), (130, 3, True)])
+def test_causal_conv1d_silu_matches_conv1d(dtype, length, taps, bias):
+    """On a slice of a wider tensor (as x is a view of in_proj's output), against F.conv1d + silu."""
+    g = torch.Generator().manual_seed(length)
+    e = 20
+    xz = torch.randn(2, length, 2 * e, generator=g, dtype=dtype)
+    x = xz[..., :e]
+    weight = torch.randn(e, taps, generator=g, dtype=dtype)
+    b = torch.randn(e, generator=g, dtype=dtype) if bias else None
+    conv = F.conv1d(x.double().transpose(1, 2), weight.double().unsqueeze(1), None if b is None else b.double(),
+                    padding=taps - 1, groups=e)[..., :length]
+    want = F.silu(conv).transpose(1, 2)
+    got = block_triton.causal_conv1d_silu(x, weight, b)
+    assert got.shape == (2, length, e) and got.is_contiguous() and got.dtype == dtype
+    _close(got, want, dtype)
+
+
+def test_bad_inputs_raise_clear_errors():
+    x = torch.randn(1, 4, 3, 3)
+    with pytest.raises(ValueError, match="4 dimensions"):
+        block_triton.layernorm2d(x[0], torch.ones(4), torch.zeros(4), 1e-6)
+    with pytest.raises(ValueError, match="weight must have 4 elements"):
+        block_triton.layernorm2d(x, torch.ones(5), torch.zeros(4), 1e-6)
+    with pytest.raises(ValueError, match="shapes disagree"):
+        block_triton.aggregate_residual(x, torch.randn(1, 8, 4), x, torch.ones(4), torch.ones(4))
+    with pytest.raises(ValueError, match=r"weight must be \(E, K\)"):
+        block_triton.causal_conv1d_silu(torch.randn(1, 5, 4), torch.randn(3, 4), None)
+    with pytest.raises(RuntimeError, match="floating CUDA tensor"):
+        block_triton.layernorm2d(x.to(torch.int32), torch.ones(4), torch.zeros(4), 1e-6)
+
+
+def test_not_usable_on_cpu_outside_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert not block_triton.usable(torch.randn(2))
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        block_triton.causal_conv1d_silu(torch.randn(1, 3, 2), torch.randn(2, 4), None)
+
+
+@pytest.mark.parametrize("aggregation", ["fa", "sum"])
+def test_algblock_with_triton_glue_equals_pytorch_path(aggregation, monkeypatch):
+    """An ALGBlock whose glue (both LayerNorm2d, token LayerNorm, aggregation, the Mamba conv) runs
+    in these kernels computes the same function as its PyTorch path; ALGNET_FUSED_GLUE=0 turns
+    the kernels off."""
+    from algnet.models import algnet as algnet_module
+    from algnet.models import layers, mamba
+    from algnet.models.algnet import ALGBlock
+
+    torch.manual_seed(0)
+    block = ALGBlock(16, aggregation, d_state=8).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn(p.shape))
+    block.g_layer.mamba.scan_backend = "chunked"  # the plain Mamba path, where the conv kernel sits
+    x = torch.randn(2, 16, 7, 9)
+    monkeypatch.setenv(layers.FUSED_GLUE_ENV, "0")
+    with torch.no_grad():
+        want = block(x)  # PyTorch's ops throughout
+    monkeypatch.delenv(layers.FUSED_GLUE_ENV)
+
+    calls = []
+
+    def route(t):
+        if layers.os.environ.get(layers.FUSED_GLUE_ENV, "1") == "0":
+            return None
+        calls.append(1)
+        return block_triton
+
+    for module in (algnet_module, layers, mamba):
+        monkeypatch.setattr(module, "glue_kernels", route)
+    spies = {}
+    for name in ("layernorm2d", "layernorm_to_tokens", "aggregate_residual", "causal_conv1d_silu"):
+        fn = getattr(block_triton, name)
+        monkeypatch.setattr(block_triton, name, lambda *a, _fn=fn, _n=name, **k: spies.setdefault(_n, []).append(1) or _fn(*a, **k))
+    with torch.no_grad():
+        got = block(x)
+    assert set(spies) == {"layernorm2d", "layernorm_to_tokens", "aggregate_residual", "causal_conv1d_silu"}
+    assert len(spies["layernorm2d"]) == 2
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+    spies.clear()
+    monkeypatch.setenv(layers.FUSED_GLUE_ENV, "0")
+    with torch.no_grad():
+        again = block(x)
+    assert not spies
+    torch.testing.assert_close(again, want, rtol=0, atol=0)

@@ -22,12 +22,13 @@ Sections, each with its own time budget, so a failure or a hang in one still let
    The sequential and associative forwards run on the same inputs, channels-last views (as the
    network passes them; ``[cl]``) and contiguous tensors (``[contig]``), and the sequential one
    at other tiles; each row is guarded, so a failing one is reported and the rest still run.
-3. network: ``algnet`` and ``nafnet32`` on one 1280x720 image, eval and no_grad, fp32 and bf16
-   autocast, with the default Triton forward: median latency after warm-up and peak GPU memory;
-   then, if time remains, algnet fp32 with the associative forward for comparison.
+3. network: ``algnet`` and ``nafnet32`` on one 1280x720 image, eval and no_grad, with the default
+   Triton forward: fp32 eager and replayed as one CUDA graph (``algnet.CUDAGraphModel``), and bf16
+   autocast as a graph: median latency after warm-up and peak GPU memory; then, if time remains,
+   algnet fp32 eager with the associative forward for comparison.
 
 Each section runs in its own process with a hard timeout (a hung or faulting kernel cannot silence
-the others); budgets: 120 + 110 + 150 s (quick: 45 + 45 + 40 s), plus start-up. Rows come in order
+the others); budgets: 120 + 110 + 180 s (quick: 45 + 45 + 70 s), plus start-up. Rows come in order
 of importance, and a section out of time skips the rest.
 
 Exit status: 0 all passed; 1 a correctness check failed or the correctness section crashed; 2 the
@@ -329,6 +330,10 @@ def check_glue(device, results, tiny=False):
     taps, cbias = torch.randn(e, 4, generator=g).to(device), torch.randn(e, generator=g).to(device)
     conv = F.conv1d(xz[..., :e].double().transpose(1, 2), taps.double().unsqueeze(1), cbias.double(), padding=3, groups=e)[..., :length]
     errors["causal_conv1d_silu"] = relative_error(block_triton.causal_conv1d_silu(xz[..., :e], taps, cbias), F.silu(conv).transpose(1, 2))
+    y2 = torch.randn(b, 2 * c, h, w, generator=g).to(device)
+    taps2, bias2 = torch.randn(2 * c, 1, 3, 3, generator=g).to(device), torch.randn(2 * c, generator=g).to(device)
+    conv2 = F.conv2d(y2.double(), taps2.double(), bias2.double(), padding=1, groups=2 * c)
+    errors["dwconv3x3_gate"] = relative_error(block_triton.dwconv3x3_gate(y2, taps2, bias2), conv2[:, :c] * conv2[:, c:])
     for name, err in errors.items():
         results.check(f"glue {name:22s} float32", err <= 1e-5, f"worst relative error {err:.2e}, tolerance 1e-05")
     if torch.device(device).type != "cuda":  # on CPU tensors the model routes its glue to numba, not these kernels
@@ -569,15 +574,18 @@ def scan_section(args, device, results):
 
 
 NETWORK_SIZE = (720, 1280)
-# (model, precision, Triton forward kernel or None where the model has no scan, optional row)
-NETWORK_PLAN = (("algnet", "fp32", "seq", False), ("algnet", "bf16", "seq", False), ("nafnet32", "fp32", None, False),
-                ("nafnet32", "bf16", None, False), ("algnet", "fp32", "assoc", True))
+# (model, precision, Triton forward kernel or None where the model has no scan, optional row, CUDA graph)
+NETWORK_PLAN = (("algnet", "fp32", "seq", False, False), ("algnet", "fp32", "seq", False, True),
+                ("algnet", "bf16", "seq", False, True), ("nafnet32", "fp32", None, False, False),
+                ("nafnet32", "fp32", None, False, True), ("nafnet32", "bf16", None, False, True),
+                ("algnet", "fp32", "assoc", True, False))
 
 
 def network_section(args, device, results):
     import torch
 
     import algnet
+    from algnet.cuda_graph import CUDAGraphModel
     from algnet.ops import resolve_backend
 
     reps = 3 if args.quick else 7
@@ -590,12 +598,12 @@ def network_section(args, device, results):
         rows = []
         results.data["network"] = dict(scan_backend=scan_backend, rows=rows)
         model, model_name = None, None
-        for name, precision, fwd, optional in NETWORK_PLAN:
+        for name, precision, fwd, optional, graphed in NETWORK_PLAN:
             if scan_backend != "triton":
                 if optional:
                     continue  # the comparison of Triton forwards means nothing on another backend
                 fwd = None
-            label = f"{name} {precision}" + (f" triton fwd={fwd}" if fwd else "")
+            label = f"{name} {precision}" + (f" triton fwd={fwd}" if fwd else "") + (" graph" if graphed else "")
             if time.time() > deadline:
                 print(f"  skipped {label}: out of time", flush=True)
                 if not optional:
@@ -608,13 +616,15 @@ def network_section(args, device, results):
                     model = algnet.create_model(name).to(device).eval()
                     model_name = name
                 params = sum(p.numel() for p in model.parameters()) / 1e6
+                net = CUDAGraphModel(model) if graphed else model  # captured at its first call below
                 with forced_env(TRITON_FWD_ENV, fwd), torch.no_grad(), \
                         torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    out = model(x)[-1]
+                    torch.cuda.reset_peak_memory_stats()
+                    out = net(x)[-1]
                     finite = bool(torch.isfinite(out).all())
                     del out
-                    torch.cuda.reset_peak_memory_stats()
-                    seconds = cuda_time(lambda: model(x), warmup=1, reps=reps, deadline=deadline)
+                    seconds = cuda_time(lambda: net(x), warmup=1, reps=reps, deadline=deadline)
+                    del net
                 peak = torch.cuda.max_memory_allocated() / 2**30
             except SectionTimeout:
                 raise
@@ -624,17 +634,17 @@ def network_section(args, device, results):
                 print(f"  {label}: ERROR {type(err).__name__}: {err}", flush=True)
                 _free_memory()
                 continue
-            rows.append(dict(model=name, precision=precision, triton_fwd=fwd, params_M=params, seconds=seconds,
-                             peak_GiB=peak, finite=finite))
-            print(f"  {label:28s}: {seconds * 1e3:8.1f} ms  peak {peak:5.2f} GiB  "
+            rows.append(dict(model=name, precision=precision, triton_fwd=fwd, cuda_graph=graphed, params_M=params,
+                             seconds=seconds, peak_GiB=peak, finite=finite))
+            print(f"  {label:34s}: {seconds * 1e3:8.1f} ms  peak {peak:5.2f} GiB  "
                   f"({params:.1f} M params, output finite: {finite})", flush=True)
             _free_memory()
         del model
         _free_memory()
-        print("\n  model      precision  triton fwd  latency (ms)  peak GPU memory (GiB)   [1280x720, batch 1, median]")
+        print("\n  model      precision  triton fwd  CUDA graph  latency (ms)  peak GPU memory (GiB)   [1280x720, batch 1, median]")
         for r in rows:
-            print(f"  {r['model']:9s}  {r['precision']:9s}  {r['triton_fwd'] or '-':10s}  {r['seconds'] * 1e3:12.1f}"
-                  f"  {r['peak_GiB']:21.2f}")
+            print(f"  {r['model']:9s}  {r['precision']:9s}  {r['triton_fwd'] or '-':10s}  {'yes' if r['cuda_graph'] else 'no':10s}"
+                  f"  {r['seconds'] * 1e3:12.1f}  {r['peak_GiB']:21.2f}")
 
     return run
 
@@ -642,8 +652,8 @@ def network_section(args, device, results):
 # ---------------------------------------------------------------------------------------------
 
 
-BUDGETS = {"correctness": 120, "scan": 110, "network": 150}
-QUICK_BUDGETS = {"correctness": 45, "scan": 45, "network": 40}
+BUDGETS = {"correctness": 120, "scan": 110, "network": 180}
+QUICK_BUDGETS = {"correctness": 45, "scan": 45, "network": 70}
 STARTUP_S = 30  # allowance for a child's imports and CUDA start-up, on top of its section budget
 SECTIONS = ("correctness", "scan", "network")
 

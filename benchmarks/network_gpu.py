@@ -58,7 +58,6 @@ def timed(fn, reps):
 def glue_rows(reps):
     """Each fused glue kernel against the PyTorch ops the model would run instead, ALGNet level 1 at 1280x720."""
     import torch
-    import torch.nn.functional as F
 
     from algnet.models.algnet import ALGBlock
     from algnet.models.layers import FUSED_GLUE_ENV
@@ -68,6 +67,7 @@ def glue_rows(reps):
     x = torch.randn(1, 32, 720, 1280, device="cuda")
     toks = torch.randn(1, 720 * 1280, 32, device="cuda")
     xz = torch.randn(1, 720 * 1280, 128, device="cuda")
+    y2 = torch.randn(1, 64, 720, 1280, device="cuda")
     mamba = block.g_layer.mamba
     taps = mamba.conv1d.weight[:, 0, :]
 
@@ -90,13 +90,15 @@ def glue_rows(reps):
          lambda: x + block.aggregate(toks.transpose(1, 2).reshape(x.shape), x)),
         ("conv1d+silu (1,921600,64) of in_proj", lambda: block_triton.causal_conv1d_silu(xz[..., :64], taps, mamba.conv1d.bias),
          plain(lambda: mamba._conv_silu(xz[..., :64]))),
+        ("dw3x3 conv + SimpleGate (1,64,720,1280)", lambda: block_triton.dwconv3x3_gate(y2, block.conv2.weight, block.conv2.bias),
+         lambda: block.sg(block.conv2(y2))),
     ]
     print(f"  {'glue op':38s} {'fused ms':>9s} {'PyTorch ms':>11s} {'ratio':>6s}")
     with torch.no_grad():
         for label, fused, torch_ops in cases:
             a, b = timed(fused, reps), timed(torch_ops, reps)
             print(f"  {label:38s} {a * 1e3:9.3f} {b * 1e3:11.3f} {b / a:5.1f}x", flush=True)
-    del x, toks, xz
+    del x, toks, xz, y2
 
 
 def profile_breakdown(model, x, top):
@@ -185,23 +187,22 @@ def main(argv=None) -> int:
         diff = (fused - plain).abs().max().item()
         print(f"  output, fused glue vs PyTorch ops: max |difference| {diff:.2e} (image values in [0, 1])", flush=True)
 
-    def graph_replay():
-        static_x = x.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.no_grad(), torch.cuda.stream(stream):
-            for _ in range(2):
-                model(static_x)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(graph):
-            out = model(static_x)[-1]
-        graph.replay()
-        torch.cuda.synchronize()
-        with torch.no_grad():
-            diff = (out - model(static_x)[-1]).abs().max().item()
-        seconds = timed(graph.replay, args.reps)
-        print(f"  {'fp32, fused glue, one CUDA graph':40s} {seconds * 1e3:8.1f} ms   (replay vs eager max |diff| {diff:.1e})", flush=True)
+    def graph_latency(label, glue="1", tf32=False, bf16=False):
+        """The model as one CUDA graph (algnet.CUDAGraphModel), captured afresh for this row."""
+        from algnet.cuda_graph import CUDAGraphModel
+
+        saved, saved_tf32 = os.environ.get(FUSED_GLUE_ENV), torch.backends.cuda.matmul.allow_tf32
+        os.environ[FUSED_GLUE_ENV] = glue
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        try:
+            net = CUDAGraphModel(model)
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                diff = (net(x)[-1] - model(x)[-1]).abs().max().item()
+            latency(label, net, x, bf16)
+            print(f"  {'':40s} (graph vs eager output: max |difference| {diff:.1e})", flush=True)
+        finally:
+            os.environ.pop(FUSED_GLUE_ENV) if saved is None else os.environ.__setitem__(FUSED_GLUE_ENV, saved)
+            torch.backends.cuda.matmul.allow_tf32 = saved_tf32
 
     print("fused glue kernels against PyTorch ops", flush=True)
     row("glue", lambda: glue_rows(args.reps))
@@ -211,7 +212,11 @@ def main(argv=None) -> int:
         row("fp32 plain", lambda: env_latency("fp32, PyTorch glue (ALGNET_FUSED_GLUE=0)", "0"))
     row("difference", output_difference)
     row("tf32", lambda: env_latency("fp32 + TF32 matmul, fused glue", "1", tf32=True))
-    row("graph", graph_replay)
+    print("one CUDA graph", flush=True)
+    row("graph", lambda: graph_latency("fp32, fused glue"))
+    row("graph plain", lambda: graph_latency("fp32, PyTorch glue", glue="0"))
+    row("graph tf32", lambda: graph_latency("fp32 + TF32 matmul, fused glue", tf32=True))
+    row("graph bf16", lambda: graph_latency("bf16 autocast, fused glue", bf16=True))
     row("profile", lambda: profile_breakdown(model, x, args.top))
     row("bf16", lambda: latency("bf16 autocast", model, x, True))
     x_cl = x.contiguous(memory_format=torch.channels_last)

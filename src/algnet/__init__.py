@@ -9,7 +9,7 @@ from .models import (
 
 __all__ = [
     "__version__", "ops", "ALGNet", "NAFNet", "Mamba", "CheckpointError", "create_model", "list_models",
-    "load_checkpoint", "save_checkpoint", "to_tlc", "deblur",
+    "load_checkpoint", "save_checkpoint", "to_tlc", "deblur", "CUDAGraphModel",
 ]
 
 
@@ -18,4 +18,8 @@ def __getattr__(name):
         from .inference import deblur
 
         return deblur
+    if name == "CUDAGraphModel":
+        from .cuda_graph import CUDAGraphModel
+
+        return CUDAGraphModel
     raise AttributeError(f"module 'algnet' has no attribute {name!r}")

@@ -163,12 +163,12 @@ def test_algblock_with_triton_glue_equals_pytorch_path(aggregation, monkeypatch)
     for module in (algnet_module, layers, mamba):
         monkeypatch.setattr(module, "glue_kernels", route)
     spies = {}
-    for name in ("layernorm2d", "layernorm_to_tokens", "aggregate_residual", "causal_conv1d_silu"):
+    for name in ("layernorm2d", "layernorm_to_tokens", "aggregate_residual", "causal_conv1d_silu", "dwconv3x3_gate"):
         fn = getattr(block_triton, name)
         monkeypatch.setattr(block_triton, name, lambda *a, _fn=fn, _n=name, **k: spies.setdefault(_n, []).append(1) or _fn(*a, **k))
     with torch.no_grad():
         got = block(x)
-    assert set(spies) == {"layernorm2d", "layernorm_to_tokens", "aggregate_residual", "causal_conv1d_silu"}
+    assert set(spies) == {"layernorm2d", "layernorm_to_tokens", "aggregate_residual", "causal_conv1d_silu", "dwconv3x3_gate"}
     assert len(spies["layernorm2d"]) == 2
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
@@ -178,3 +178,21 @@ def test_algblock_with_triton_glue_equals_pytorch_path(aggregation, monkeypatch)
         again = block(x)
     assert not spies
     torch.testing.assert_close(again, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape,bias", [((2, 6, 9, 13), True), ((1, 4, 1, 1), False), ((1, 2, 70, 3), True)])
+def test_dwconv3x3_gate_matches_conv2d_and_gate(dtype, shape, bias):
+    """Against F.conv2d (zero padding 1, groups 2C) and the product of the two channel halves."""
+    g = torch.Generator().manual_seed(shape[1])
+    y = torch.randn(shape, generator=g, dtype=dtype)
+    c2 = shape[1]
+    weight = torch.randn(c2, 1, 3, 3, generator=g, dtype=dtype)
+    b = torch.randn(c2, generator=g, dtype=dtype) if bias else None
+    conv = F.conv2d(y.double(), weight.double(), None if b is None else b.double(), padding=1, groups=c2)
+    want = conv[:, : c2 // 2] * conv[:, c2 // 2 :]
+    got = block_triton.dwconv3x3_gate(y, weight, b)
+    assert got.shape == want.shape and got.dtype == dtype and got.is_contiguous()
+    _close(got, want, dtype)
+    with pytest.raises(ValueError, match="even channel count"):
+        block_triton.dwconv3x3_gate(torch.randn(1, 3, 4, 4, dtype=dtype), torch.randn(3, 1, 3, 3, dtype=dtype), None)

@@ -78,9 +78,11 @@ def test_scan_row_names_spell_out_the_tile(gpu_check):
 
 def test_network_plan_times_the_default_forward_first(gpu_check):
     plan = gpu_check.NETWORK_PLAN
-    assert plan[0][:3] == ("algnet", "fp32", "seq") and not plan[0][3]
-    assert [row for row in plan if row[3]] == [("algnet", "fp32", "assoc", True)]  # optional, last
+    assert plan[0][:3] == ("algnet", "fp32", "seq") and not plan[0][3] and not plan[0][4]
+    assert [row for row in plan if row[3]] == [("algnet", "fp32", "assoc", True, False)]  # optional, last
     assert plan[-1][3]
+    for model in ("algnet", "nafnet32"):  # both models eager and as a CUDA graph, in fp32
+        assert {row[4] for row in plan if row[0] == model and row[1] == "fp32" and not row[3]} == {False, True}
 
 
 def test_channels_last_views_keep_values(gpu_check):

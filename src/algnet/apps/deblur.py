@@ -32,6 +32,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--overlap", type=int, default=32, metavar="M", help="tile overlap in pixels, blended smoothly (default 32)")
     p.add_argument("--half", action="store_true", help="half-precision autocast (float16 on CUDA, bfloat16 on CPU)")
     p.add_argument("--tlc", action="store_true", help="test-time local converter (the paper's '-local' inference)")
+    p.add_argument("--no-cuda-graph", action="store_true",
+                   help="on CUDA, run eagerly instead of replaying one captured CUDA graph per image size")
     p.add_argument("--overwrite", action="store_true", help="allow an output to replace its own input file")
     p.add_argument("--suffix", default="", metavar="S", help="appended to output file stems, e.g. _deblurred")
     p.set_defaults(func=run)
@@ -118,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
     jobs = plan_outputs(collect_inputs(args.inputs), out_dir, args.suffix, args.overwrite)
     device = resolve_device(args.device)
     model = load_model(args.checkpoint, name=args.model, device=device, tlc=args.tlc)
+    if device.type == "cuda" and not args.no_cuda_graph:
+        from ..cuda_graph import CUDAGraphModel
+
+        model = CUDAGraphModel(model)
 
     start = time.perf_counter()
     for src, dst in tqdm(jobs, desc="deblur", unit="img", disable=None):

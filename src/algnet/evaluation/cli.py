@@ -33,6 +33,8 @@ def add_parser(subparsers) -> None:
     e.add_argument("--tlc", action="store_true", help="test-time local converter (the paper's '-local' numbers)")
     e.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     e.add_argument("--fp32", action="store_true", help="on CUDA, run in float32 instead of float16 autocast")
+    e.add_argument("--no-cuda-graph", action="store_true",
+                   help="on CUDA, run eagerly instead of replaying one captured CUDA graph per image size")
     e.add_argument("--save-images", metavar="DIR", help="write the restored images as DIR/<name>.png")
     _add_outputs(e)
     e.set_defaults(func=run_eval)
@@ -106,6 +108,10 @@ def run_eval(args) -> int:
     config = load_eval_config(args.config)
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint, tlc=args.tlc).to(device).eval()
+    if device.type == "cuda" and not args.no_cuda_graph:
+        from ..cuda_graph import CUDAGraphModel
+
+        model = CUDAGraphModel(model)
     half = not args.fp32
     result, items = evaluate(model, config, device, args.save_images, half, progress=not args.quiet)
     extra = {"dataset": config.dataset, "root": str(config.root), "split": config.split,

@@ -111,10 +111,20 @@ class ALGBlock(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xs = self.sg(self.conv2(self.conv1(self.norm1(x))))  # spatial features X^s
+        xs = self._spatial(x)  # spatial features X^s
         kernels = self._glue(x, xs)
         y = self._fused_residual(x, xs, kernels) if kernels is not None else x + self._aggregated(xs)
         return add_scaled_conv(y, self.beta, self.conv5, self.sg(self.conv4(self.norm2(y))))  # y + beta * conv5(.)
+
+    def _spatial(self, x: torch.Tensor) -> torch.Tensor:
+        """``sg(conv2(conv1(norm1(x))))``; on the GPU at inference the depthwise conv2 and the gate are
+        one Triton kernel (:func:`algnet.ops.block_triton.dwconv3x3_gate`)."""
+        y = self.conv1(self.norm1(x))
+        if not (torch.is_grad_enabled() and (y.requires_grad or self.conv2.weight.requires_grad)) and unobserved(self.conv2, self.sg):
+            kernels = glue_kernels(y)
+            if kernels is not None and hasattr(kernels, "dwconv3x3_gate"):
+                return kernels.dwconv3x3_gate(y, self.conv2.weight, self.conv2.bias)
+        return self.sg(self.conv2(y))
 
     def _aggregated(self, xs: torch.Tensor) -> torch.Tensor:
         """F_A from the spatial features."""

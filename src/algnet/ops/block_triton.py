@@ -13,6 +13,9 @@ time in PyTorch's elementwise kernels. Each kernel here reads its inputs once an
 - :func:`layernorm_to_tokens`: the same normalisation written as (B, H*W, C) tokens.
 - :func:`aggregate_residual`: ``x + g * tokens^T + w * local`` back in (B, C, H, W).
 - :func:`causal_conv1d_silu`: ``silu(causal depthwise conv1d)`` of channels-last (B, L, E) tokens.
+- :func:`dwconv3x3_gate`: the blocks' depthwise 3x3 convolution and SimpleGate, ``x1 * x2`` of its
+  two channel halves, without writing the 2C-channel map (PyTorch runs its own, slower depthwise
+  kernel for it, then a strided product).
 
 They leave autograd alone: the model calls them only when no gradient is needed. Arithmetic is in
 float32 whatever the storage dtype (float64 if the input is float64). Triton is imported lazily;
@@ -128,7 +131,37 @@ def _define_kernels(interpret: bool):
         out_offs = pid_b.to(tl.int64) * L * E + offs_l[:, None].to(tl.int64) * E + offs_e[None, :]
         tl.store(out_ptr + out_offs, out.to(out_ptr.dtype.element_ty), mask=m_out)
 
-    return SimpleNamespace(layernorm=layernorm, aggregate=aggregate, conv_silu=conv_silu, tl=tl)
+    @triton.jit
+    def dwconv_gate(y_ptr, w_ptr, b_ptr, out_ptr, C, H, W,
+                    HAS_BIAS: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, ACC: tl.constexpr):
+        """out[c] = dw3x3(y)[c] * dw3x3(y)[c + C] on one (BLOCK_H, BLOCK_W) tile of one channel pair."""
+        pid_t, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        n_tw = tl.cdiv(W, BLOCK_W)
+        offs_h = (pid_t // n_tw) * BLOCK_H + tl.arange(0, BLOCK_H)
+        offs_w = (pid_t % n_tw) * BLOCK_W + tl.arange(0, BLOCK_W)
+        plane = H.to(tl.int64) * W
+        first = y_ptr + (pid_b.to(tl.int64) * 2 * C + pid_c) * plane  # channel c of (B, 2C, H, W)
+        second = first + C * plane  # channel c + C
+        acc1 = tl.zeros([BLOCK_H, BLOCK_W], dtype=ACC)
+        acc2 = tl.zeros([BLOCK_H, BLOCK_W], dtype=ACC)
+        for dy in tl.static_range(3):
+            hh = offs_h + (dy - 1)
+            for dx in tl.static_range(3):
+                ww = offs_w + (dx - 1)
+                m = ((hh >= 0) & (hh < H))[:, None] & ((ww >= 0) & (ww < W))[None, :]  # zero padding
+                offs = hh[:, None] * W + ww[None, :]
+                w1 = tl.load(w_ptr + pid_c * 9 + dy * 3 + dx).to(ACC)
+                w2 = tl.load(w_ptr + (pid_c + C) * 9 + dy * 3 + dx).to(ACC)
+                acc1 += tl.load(first + offs, mask=m, other=0.0).to(ACC) * w1
+                acc2 += tl.load(second + offs, mask=m, other=0.0).to(ACC) * w2
+        if HAS_BIAS:
+            acc1 += tl.load(b_ptr + pid_c).to(ACC)
+            acc2 += tl.load(b_ptr + pid_c + C).to(ACC)
+        m_out = (offs_h < H)[:, None] & (offs_w < W)[None, :]
+        out = out_ptr + (pid_b.to(tl.int64) * C + pid_c) * plane + offs_h[:, None] * W + offs_w[None, :]
+        tl.store(out, (acc1 * acc2).to(out_ptr.dtype.element_ty), mask=m_out)
+
+    return SimpleNamespace(layernorm=layernorm, aggregate=aggregate, conv_silu=conv_silu, dwconv_gate=dwconv_gate, tl=tl)
 
 
 def _kernels():
@@ -268,4 +301,32 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     b = w if bias is None else _vector(bias, x, e, "bias")
     _kernels().conv_silu[grid](x.detach(), w, b, out, length, e, x.stride(0), x.stride(1), K=taps, HAS_BIAS=bias is not None,
                                BLOCK_L=block_l, BLOCK_E=block_e, ACC=_acc(x), num_warps=4)
+    return out
+
+
+def dwconv3x3_gate(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``SimpleGate(conv2d(y, weight, bias, padding=1, groups=2C))`` in one pass.
+
+    Args:
+        y: (B, 2C, H, W) features.
+        weight: (2C, 1, 3, 3) depthwise taps; bias: (2C,) or None.
+
+    Returns:
+        (B, C, H, W) contiguous, y's dtype: the first C channels of the convolution times the last C.
+    """
+    _check(y, "y", 4)
+    nb, c2, h, w = y.shape
+    if c2 % 2 or tuple(weight.shape) != (c2, 1, 3, 3):
+        raise ValueError(f"need an even channel count and (2C, 1, 3, 3) taps, got y {tuple(y.shape)}, weight {tuple(weight.shape)}")
+    c = c2 // 2
+    out = torch.empty((nb, c, h, w), dtype=y.dtype, device=y.device)
+    if out.numel() == 0:
+        return out
+    block_w = min(_next_pow2(w), 64)
+    block_h = max(1, min(_next_pow2(h), 1024 // block_w))
+    grid = (-(-h // block_h) * -(-w // block_w), c, nb)
+    taps = weight.detach().to(y.device).reshape(-1).contiguous()
+    b = taps if bias is None else _vector(bias, y, c2, "bias")
+    _kernels().dwconv_gate[grid](y.detach().contiguous(), taps, b, out, c, h, w, HAS_BIAS=bias is not None,
+                                 BLOCK_H=block_h, BLOCK_W=block_w, ACC=_acc(y), num_warps=4)
     return out

@@ -121,3 +121,16 @@ def test_tlc_half_tile_flags_reach_the_model(tmp_path, capsys, checkpoint):
     got = to_integer(read_image(tmp_path / "out" / "x.png").pixels, 16)
     np.testing.assert_array_equal(got, expected)
     assert (got != plain).any()
+
+
+def test_cuda_only_flags_leave_cpu_runs_alone(tmp_path, capsys, checkpoint):
+    """--tf32 and --no-cuda-graph are accepted everywhere; on the CPU the output and PyTorch's TF32
+    setting stay as without them."""
+    src = make(tmp_path / "in" / "x.png", 3, 8)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    code, _, err = run(capsys, src, "-o", tmp_path / "a", "--checkpoint", checkpoint, "--device", "cpu")
+    assert code == 0, err
+    code, _, err = run(capsys, src, "-o", tmp_path / "b", "--checkpoint", checkpoint, "--device", "cpu", "--tf32", "--no-cuda-graph")
+    assert code == 0, err
+    assert torch.backends.cuda.matmul.allow_tf32 == tf32
+    np.testing.assert_array_equal(read_image(tmp_path / "a" / "x.png").pixels, read_image(tmp_path / "b" / "x.png").pixels)

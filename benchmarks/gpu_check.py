@@ -616,7 +616,7 @@ def network_section(args, device, results):
                     model = algnet.create_model(name).to(device).eval()
                     model_name = name
                 params = sum(p.numel() for p in model.parameters()) / 1e6
-                net = CUDAGraphModel(model) if graphed else model  # captured at its first call below
+                net = CUDAGraphModel(model, capture_after=0) if graphed else model  # captured at its first call below
                 with forced_env(TRITON_FWD_ENV, fwd), torch.no_grad(), \
                         torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
                     torch.cuda.reset_peak_memory_stats()

@@ -9,7 +9,8 @@ Run on a machine with an NVIDIA GPU (``PYTHONPATH=src python benchmarks/network_
    alternating, median of a few runs after warm-up each, and how far the two outputs differ;
 3. the same with TF32 matrix products (``torch.backends.cuda.matmul.allow_tf32``; cuDNN's
    convolutions use TF32 by default already), and replayed as one CUDA graph (no per-kernel
-   launch cost on the host);
+   launch cost on the host), also with the scan's chunk at 256 and 512 tokens; then GPU time per
+   PyTorch op and input shapes;
 4. a torch.profiler breakdown of one eager forward: GPU time per kernel name, largest first, and the
    share taken by the selective scan's Triton kernels, beside the forward's wall time;
 5. eager with bf16 autocast, with and without channels-last input;
@@ -128,6 +129,26 @@ def profile_breakdown(model, x, top):
         print(f"  {name[:70]:70s} {calls:6d} {us / 1e3:8.2f} {100 * us / max(total, 1e-9):5.1f}%")
 
 
+def profile_ops(model, x, top):
+    """GPU time per PyTorch op and input shapes over one forward: which layers the kernels serve."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        model(x)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+            model(x)
+            torch.cuda.synchronize()
+    averages = prof.key_averages(group_by_input_shape=True)
+    for key in ("self_device_time_total", "self_cuda_time_total"):
+        try:
+            print(averages.table(sort_by=key, row_limit=top, max_name_column_width=36, max_shapes_column_width=90), flush=True)
+            return
+        except (AttributeError, KeyError, ValueError):
+            continue
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
@@ -187,22 +208,30 @@ def main(argv=None) -> int:
         diff = (fused - plain).abs().max().item()
         print(f"  output, fused glue vs PyTorch ops: max |difference| {diff:.2e} (image values in [0, 1])", flush=True)
 
-    def graph_latency(label, glue="1", tf32=False, bf16=False):
+    def graph_latency(label, glue="1", tf32=False, bf16=False, chunk=None):
         """The model as one CUDA graph (algnet.CUDAGraphModel), captured afresh for this row."""
         from algnet.cuda_graph import CUDAGraphModel
+        from algnet.ops import scan_triton
 
         saved, saved_tf32 = os.environ.get(FUSED_GLUE_ENV), torch.backends.cuda.matmul.allow_tf32
+        saved_chunk = scan_triton.CHUNK
         os.environ[FUSED_GLUE_ENV] = glue
         torch.backends.cuda.matmul.allow_tf32 = tf32
+        with torch.no_grad():
+            default = model(x)[-1]  # eager, fp32, the default chunk
+        scan_triton.CHUNK = chunk or saved_chunk
         try:
-            net = CUDAGraphModel(model)
+            net = CUDAGraphModel(model, capture_after=0)  # captured at its first call
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-                diff = (net(x)[-1] - model(x)[-1]).abs().max().item()
+                out = net(x)[-1]
+                diff = (out - model(x)[-1]).abs().max().item()
             latency(label, net, x, bf16)
-            print(f"  {'':40s} (graph vs eager output: max |difference| {diff:.1e})", flush=True)
+            print(f"  {'':40s} (graph vs eager output: max |difference| {diff:.1e}; vs eager fp32 at the default "
+                  f"settings {(out.float() - default).abs().max().item():.1e})", flush=True)
         finally:
             os.environ.pop(FUSED_GLUE_ENV) if saved is None else os.environ.__setitem__(FUSED_GLUE_ENV, saved)
             torch.backends.cuda.matmul.allow_tf32 = saved_tf32
+            scan_triton.CHUNK = saved_chunk
 
     print("fused glue kernels against PyTorch ops", flush=True)
     row("glue", lambda: glue_rows(args.reps))
@@ -217,6 +246,9 @@ def main(argv=None) -> int:
     row("graph plain", lambda: graph_latency("fp32, PyTorch glue", glue="0"))
     row("graph tf32", lambda: graph_latency("fp32 + TF32 matmul, fused glue", tf32=True))
     row("graph bf16", lambda: graph_latency("bf16 autocast, fused glue", bf16=True))
+    for chunk in (256, 512):  # tokens per scan program: fewer chunks, less carry and state traffic
+        row(f"graph chunk {chunk}", lambda c=chunk: graph_latency(f"fp32, fused glue, scan chunk {c}", chunk=c))
+    row("graph profile", lambda: profile_ops(model, x, args.top))
     row("profile", lambda: profile_breakdown(model, x, args.top))
     row("bf16", lambda: latency("bf16 autocast", model, x, True))
     x_cl = x.contiguous(memory_format=torch.channels_last)

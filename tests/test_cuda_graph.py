@@ -36,6 +36,15 @@ def test_cpu_inputs_run_eagerly():
 def test_rejects_no_graphs():
     with pytest.raises(ValueError, match="max_graphs"):
         CUDAGraphModel(Counting(), max_graphs=0)
+    with pytest.raises(ValueError, match="capture_after"):
+        CUDAGraphModel(Counting(), capture_after=-1)
+
+
+def test_a_shape_is_captured_after_its_eager_calls():
+    net = CUDAGraphModel(Counting(), capture_after=2)
+    assert [net._due("a"), net._due("b"), net._due("a"), net._due("a")] == [False, False, False, True]
+    assert not CUDAGraphModel(Counting(), capture_after=1)._due("a")
+    assert CUDAGraphModel(Counting(), capture_after=0)._due("a")
 
 
 def test_key_tells_shapes_dtypes_and_autocast_apart():
@@ -52,10 +61,11 @@ def test_replays_equal_eager_on_the_gpu():
     inner = Counting().cuda().eval()
     net = CUDAGraphModel(inner, max_graphs=1)
     with torch.no_grad():
-        for shape in ((1, 3, 8, 8), (1, 3, 8, 8), (2, 3, 4, 6)):
+        for shape in ((1, 3, 8, 8), (1, 3, 8, 8), (1, 3, 8, 8), (2, 3, 4, 6), (2, 3, 4, 6)):
             x = torch.randn(shape, device="cuda")
             got = net(x)
             want = inner(x)
             for g, w in zip(got, want):
                 torch.testing.assert_close(g, w, rtol=0, atol=0)
-    assert len(net.captured_shapes) == 1  # the least recently used graph was dropped
+    # the first shape: eager, captured, replayed; the second: eager, captured (the first dropped)
+    assert len(net.captured_shapes) == 1 and net.captured_shapes[0][0] == (2, 3, 4, 6)

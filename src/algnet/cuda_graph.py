@@ -2,12 +2,12 @@
 
 Eager ALGNet on a GPU is bound by the host: one 1280x720 forward launches ~1,550 kernels, and on an
 H200 it took 92-101 ms eager against 68 ms of GPU kernel time, which is what one CUDA graph replay
-of the same forward took (benchmarks/RESULTS.md). :class:`CUDAGraphModel` wraps a model so that the
-first no-grad call with a new input shape (and dtype, and autocast state) warms the model up twice
-on a side stream (Triton compiles, cuDNN picks its algorithms), captures one forward, and every
-later call with that shape copies the input into the graph's buffer, replays, and returns copies of
-the outputs. Many images of one size (a benchmark's test set, video frames, tiles of one size) pay
-the capture once.
+of the same forward took (benchmarks/RESULTS.md). :class:`CUDAGraphModel` wraps a model so that a
+no-grad call with an input shape (and dtype, and autocast state) seen once before warms the model
+up on a side stream, captures one forward, and every later call with that shape copies the input
+into the graph's buffer, replays, and returns copies of the outputs. The first call of a shape runs
+eagerly, so a folder of images of all different sizes costs no captures; many images of one size
+(a benchmark's test set, video frames, tiles of one size) pay one capture, about one forward.
 
 Calls that need autograd, inputs off CUDA, and shapes whose capture failed run the model eagerly.
 Graphs share one memory pool (each replay rewrites its intermediates; outputs are copied out at
@@ -38,15 +38,20 @@ class CUDAGraphModel(nn.Module):
         model: any module taking one tensor; its outputs (tensors, or lists/tuples/dicts of them)
             come back as fresh tensors.
         max_graphs: captured shapes kept at once.
+        capture_after: eager calls of a shape before it is captured (0: capture at its first call).
     """
 
-    def __init__(self, model: nn.Module, max_graphs: int = 4):
+    def __init__(self, model: nn.Module, max_graphs: int = 4, capture_after: int = 1):
         super().__init__()
         if max_graphs < 1:
             raise ValueError(f"max_graphs must be at least 1, got {max_graphs}")
+        if capture_after < 0:
+            raise ValueError(f"capture_after must be 0 or more, got {capture_after}")
         self.model = model
         self.max_graphs = int(max_graphs)
+        self.capture_after = int(capture_after)
         self._graphs: OrderedDict = OrderedDict()
+        self._seen: OrderedDict = OrderedDict()  # eager calls per shape not captured yet
         self._failed: set = set()
         self._pool = None
 
@@ -57,6 +62,8 @@ class CUDAGraphModel(nn.Module):
         if key in self._failed:
             return self.model(x)
         entry = self._graphs.get(key)
+        if entry is None and not self._due(key):
+            return self.model(x)
         if entry is None:
             try:
                 entry = self._capture(x)
@@ -73,6 +80,16 @@ class CUDAGraphModel(nn.Module):
         entry.static_in.copy_(x)
         entry.graph.replay()
         return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, entry.static_out)
+
+    def _due(self, key) -> bool:
+        """Counts an eager call of a shape not yet captured; True once it has had capture_after of them."""
+        count = self._seen.pop(key, 0)
+        if count >= self.capture_after:
+            return True
+        self._seen[key] = count + 1
+        while len(self._seen) > 64:  # shapes seen once, least recent first out
+            self._seen.popitem(last=False)
+        return False
 
     @property
     def captured_shapes(self) -> list[tuple]:
@@ -98,8 +115,7 @@ class CUDAGraphModel(nn.Module):
         side = torch.cuda.Stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(side), torch.no_grad(), autocast():
-            for _ in range(2):  # compiles kernels and fixes cuDNN's choices outside the capture
-                self.model(static_in)
+            self.model(static_in)  # allocations and lazy set-up outside the capture
         torch.cuda.current_stream(x.device).wait_stream(side)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()

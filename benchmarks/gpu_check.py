@@ -334,8 +334,16 @@ def check_glue(device, results, tiny=False):
     taps2, bias2 = torch.randn(2 * c, 1, 3, 3, generator=g).to(device), torch.randn(2 * c, generator=g).to(device)
     conv2 = F.conv2d(y2.double(), taps2.double(), bias2.double(), padding=1, groups=2 * c)
     errors["dwconv3x3_gate"] = relative_error(block_triton.dwconv3x3_gate(y2, taps2, bias2), conv2[:, :c] * conv2[:, c:])
+    pre = torch.randn(2 * c, generator=g).to(device)
+    conv2 = F.conv2d(y2.double() + pre.double().view(1, -1, 1, 1), taps2.double(), bias2.double(), padding=1, groups=2 * c)
+    errors["dwconv3x3_gate pre_bias"] = relative_error(block_triton.dwconv3x3_gate(y2, taps2, bias2, pre_bias=pre),
+                                                       conv2[:, :c] * conv2[:, c:])
+    yb = y2.double() + bias2.double().view(1, -1, 1, 1)
+    errors["gate"] = relative_error(block_triton.gate(y2, bias2), yb[:, :c] * yb[:, c:])
+    want = x.double() + local.double() + bias.double().view(1, c, 1, 1)
+    errors["add_bias_residual_"] = relative_error(block_triton.add_bias_residual_(x.clone(), local, bias), want)
     for name, err in errors.items():
-        results.check(f"glue {name:22s} float32", err <= 1e-5, f"worst relative error {err:.2e}, tolerance 1e-05")
+        results.check(f"glue {name:24s} float32", err <= 1e-5, f"worst relative error {err:.2e}, tolerance 1e-05")
     if torch.device(device).type != "cuda":  # on CPU tensors the model routes its glue to numba, not these kernels
         return
 

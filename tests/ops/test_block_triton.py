@@ -90,6 +90,9 @@ def test_aggregate_residual_matches_pytorch(dtype):
     assert got.dtype == want.dtype and got.shape == want.shape
     ref = x.double() + scale_g.double() * tokens.double().transpose(1, 2).reshape(b, c, h, w) + scale_w.double() * local.double()
     _close(got, ref, torch.float64 if dtype == torch.float64 else torch.float32)
+    local_bias = torch.randn(c, generator=g)  # the local conv's bias, added here instead of in the conv
+    got = block_triton.aggregate_residual(x, tokens, local, scale_g, scale_w, local_bias=local_bias)
+    _close(got, ref + scale_w.double() * local_bias.double().view(1, c, 1, 1), torch.float64 if dtype == torch.float64 else torch.float32)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -163,12 +166,14 @@ def test_algblock_with_triton_glue_equals_pytorch_path(aggregation, monkeypatch)
     for module in (algnet_module, layers, mamba):
         monkeypatch.setattr(module, "glue_kernels", route)
     spies = {}
-    for name in ("layernorm2d", "layernorm_to_tokens", "aggregate_residual", "causal_conv1d_silu", "dwconv3x3_gate"):
+    names = ("layernorm2d", "layernorm_to_tokens", "aggregate_residual", "causal_conv1d_silu", "dwconv3x3_gate", "gate",
+             "add_bias_residual_")
+    for name in names:
         fn = getattr(block_triton, name)
         monkeypatch.setattr(block_triton, name, lambda *a, _fn=fn, _n=name, **k: spies.setdefault(_n, []).append(1) or _fn(*a, **k))
     with torch.no_grad():
         got = block(x)
-    assert set(spies) == {"layernorm2d", "layernorm_to_tokens", "aggregate_residual", "causal_conv1d_silu", "dwconv3x3_gate"}
+    assert set(spies) == set(names)
     assert len(spies["layernorm2d"]) == 2
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
@@ -196,3 +201,36 @@ def test_dwconv3x3_gate_matches_conv2d_and_gate(dtype, shape, bias):
     _close(got, want, dtype)
     with pytest.raises(ValueError, match="even channel count"):
         block_triton.dwconv3x3_gate(torch.randn(1, 3, 4, 4, dtype=dtype), torch.randn(3, 1, 3, 3, dtype=dtype), None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dwconv3x3_gate_pre_bias_is_the_previous_convs_bias(dtype):
+    """pre_bias is added to y inside the map only: the same as convolving (y + b) with zero padding."""
+    g = torch.Generator().manual_seed(9)
+    y = torch.randn(2, 6, 5, 7, generator=g, dtype=dtype)
+    weight, bias, pre = (torch.randn(6, 1, 3, 3, generator=g, dtype=dtype), torch.randn(6, generator=g, dtype=dtype),
+                         torch.randn(6, generator=g, dtype=dtype))
+    conv = F.conv2d(y.double() + pre.double().view(1, 6, 1, 1), weight.double(), bias.double(), padding=1, groups=6)
+    _close(block_triton.dwconv3x3_gate(y, weight, bias, pre_bias=pre), conv[:, :3] * conv[:, 3:], dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_gate_and_bias_residual_match_pytorch(dtype):
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(2, 10, 33, 37, generator=g).to(dtype)  # 1,221 pixels: two row blocks, the second partial
+    bias = torch.randn(10, generator=g)
+    xb = x.double() + bias.double().view(1, 10, 1, 1)
+    got = block_triton.gate(x, bias)
+    assert got.shape == (2, 5, 33, 37) and got.dtype == dtype
+    _close(got, xb[:, :5] * xb[:, 5:], dtype)
+    _close(block_triton.gate(x), x.double()[:, :5] * x.double()[:, 5:], dtype)
+
+    out, residual, b5 = x[:, :5].contiguous(), torch.randn(2, 5, 33, 37, generator=g), torch.randn(5, generator=g)
+    want = out.double() + residual.double() + b5.double().view(1, 5, 1, 1)
+    back = block_triton.add_bias_residual_(out, residual, b5)
+    assert back is out  # in place
+    _close(out, want, dtype)
+    with pytest.raises(ValueError, match="contiguous"):
+        block_triton.add_bias_residual_(x[:, :5], residual.to(dtype), b5)
+    with pytest.raises(ValueError, match="even channel count"):
+        block_triton.gate(x[:, :3])

@@ -462,8 +462,8 @@ def test_gpu_check_cpu_interpret_smoke():
     out = _run_clean(f"import runpy, sys; sys.argv = ['gpu_check.py', '--cpu-interpret']; "
                      f"runpy.run_path({GPU_CHECK_SCRIPT!r}, run_name='__main__')")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "RESULT: PASS" in out.stdout and "correctness: 13/13 checks passed" in out.stdout  # 8 scan, 5 glue kernels
-    assert out.stdout.count("PASS  glue ") == 5
+    assert "RESULT: PASS" in out.stdout and "correctness: 16/16 checks passed" in out.stdout  # 8 scan, 8 glue kernels
+    assert out.stdout.count("PASS  glue ") == 8
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")

@@ -15,7 +15,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import GlobalAvgPool, LayerNorm2d, SimpleGate, add_scaled_conv, conv_of_scaled, crop_to, glue_kernels, pad_to_multiple, unobserved
+from .layers import (
+    GlobalAvgPool, LayerNorm2d, SimpleGate, add_scaled_conv, conv_of_scaled, conv_without_bias, crop_to, glue_kernels, pad_to_multiple,
+    unobserved,
+)
 from .mamba import Mamba
 
 AGGREGATIONS = ("fa", "sum", "concat", "global", "local")
@@ -111,20 +114,39 @@ class ALGBlock(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xs = self._spatial(x)  # spatial features X^s
+        folds = self._bias_folding(x)
+        xs = self._spatial(x, folds)  # spatial features X^s
         kernels = self._glue(x, xs)
-        y = self._fused_residual(x, xs, kernels) if kernels is not None else x + self._aggregated(xs)
-        return add_scaled_conv(y, self.beta, self.conv5, self.sg(self.conv4(self.norm2(y))))  # y + beta * conv5(.)
+        y = self._fused_residual(x, xs, kernels, folds) if kernels is not None else x + self._aggregated(xs)
+        return self._channel_mix(y, folds)  # y + beta * conv5(sg(conv4(norm2(y))))
 
-    def _spatial(self, x: torch.Tensor) -> torch.Tensor:
-        """``sg(conv2(conv1(norm1(x))))``; on the GPU at inference the depthwise conv2 and the gate are
-        one Triton kernel (:func:`algnet.ops.block_triton.dwconv3x3_gate`)."""
-        y = self.conv1(self.norm1(x))
-        if not (torch.is_grad_enabled() and (y.requires_grad or self.conv2.weight.requires_grad)) and unobserved(self.conv2, self.sg):
-            kernels = glue_kernels(y)
-            if kernels is not None and hasattr(kernels, "dwconv3x3_gate"):
-                return kernels.dwconv3x3_gate(y, self.conv2.weight, self.conv2.bias)
-        return self.sg(self.conv2(y))
+    def _bias_folding(self, x: torch.Tensor):
+        """The GPU glue kernels (block_triton) when they may take over the 1x1 convolutions' biases
+        and the gates (inference, no hook on the modules skipped); else None."""
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return None
+        kernels = glue_kernels(x)
+        if kernels is None or not getattr(kernels, "FOLDS_CONV_BIAS", False):
+            return None
+        return kernels if unobserved(self.conv1, self.conv2, self.sg, self.conv4, self.conv5) else None
+
+    def _spatial(self, x: torch.Tensor, folds) -> torch.Tensor:
+        """``sg(conv2(conv1(norm1(x))))``; with ``folds``, conv1 without its bias, then the depthwise
+        conv2 and the gate in one kernel that adds conv1's bias (:func:`algnet.ops.block_triton.dwconv3x3_gate`)."""
+        if folds is None:
+            return self.sg(self.conv2(self.conv1(self.norm1(x))))
+        y = conv_without_bias(self.conv1, self.norm1(x))
+        return folds.dwconv3x3_gate(y, self.conv2.weight, self.conv2.bias, pre_bias=self.conv1.bias)
+
+    def _channel_mix(self, y: torch.Tensor, folds) -> torch.Tensor:
+        """``y + beta * conv5(sg(conv4(norm2(y))))``, beta folded into conv5; with ``folds`` the biases
+        are added by the gate and the residual kernels."""
+        if folds is None:
+            return add_scaled_conv(y, self.beta, self.conv5, self.sg(self.conv4(self.norm2(y))))
+        h = folds.gate(conv_without_bias(self.conv4, self.norm2(y)), self.conv4.bias)
+        conv5, beta = self.conv5, self.beta.reshape(-1)
+        out = F.conv2d(h, conv5.weight * beta.view(-1, 1, 1, 1), None, conv5.stride, conv5.padding, conv5.dilation, conv5.groups)
+        return folds.add_bias_residual_(out.contiguous(), y, None if conv5.bias is None else conv5.bias * beta)
 
     def _aggregated(self, xs: torch.Tensor) -> torch.Tensor:
         """F_A from the spatial features."""
@@ -150,19 +172,22 @@ class ALGBlock(nn.Module):
             return None
         return kernels
 
-    def _fused_residual(self, x: torch.Tensor, xs: torch.Tensor, kernels) -> torch.Tensor:
+    def _fused_residual(self, x: torch.Tensor, xs: torch.Tensor, kernels, folds=None) -> torch.Tensor:
         """``x + F_A`` as :meth:`_aggregated` computes it, with the token LayerNorm and the aggregation
         each one pass that transposes on the fly (:mod:`algnet.ops.block_cpu`, :mod:`algnet.ops.block_triton`)."""
         norm = self.g_layer.norm
         # float32 tokens, as GlobalBranch's x.float() (the branch computes in float32 under autocast)
         tokens = kernels.layernorm_to_tokens(xs, norm.weight, norm.bias, norm.eps, out_dtype=torch.promote_types(xs.dtype, torch.float32))
         f_g = self.g_layer.mamba(tokens)  # (B, H*W, C)
-        f_l = self.l_layer(xs)  # (B, C, H, W)
         if isinstance(self.aggregate, FeatureAggregation):
             g, w = self.aggregate.g, self.aggregate.w
         else:
             g = w = torch.ones(x.shape[1], device=x.device)
-        return kernels.aggregate_residual(x, f_g, f_l, g, w)
+        local = self.l_layer
+        if folds is not None and unobserved(local, local.conv2):  # conv2's bias goes to the aggregation kernel
+            f_l = conv_of_scaled(local.conv2, xs, local.conv1(local.pool(xs)), bias=False)
+            return kernels.aggregate_residual(x, f_g, f_l, g, w, local_bias=local.conv2.bias)
+        return kernels.aggregate_residual(x, f_g, self.l_layer(xs), g, w)
 
 
 class BasicConv(nn.Module):

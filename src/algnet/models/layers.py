@@ -101,14 +101,21 @@ def unobserved(*modules: nn.Module) -> bool:
     return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
-def conv_of_scaled(conv: nn.Conv2d, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+def conv_of_scaled(conv: nn.Conv2d, x: torch.Tensor, s: torch.Tensor, bias: bool = True) -> torch.Tensor:
     """``conv(x * s)`` for channel attention s; a (1, C, 1, 1) s is folded into the weight.
 
     The fold saves one pass over the map (NAFNet's SCA and ALGNet's local branch); s varying over
     the batch or the pixels (TLC's windowed mean) is applied to x, and a hook on conv takes the
-    plain form.
+    plain form. ``bias=False`` leaves conv's bias out (for a caller that adds it in a later pass).
     """
+    if not bias:
+        return _folded_conv(conv, x, s=s, bias=False)
     return _folded_conv(conv, x, s=s) if unobserved(conv) else conv(x * s)
+
+
+def conv_without_bias(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x) - conv.bias``: the convolution alone, for a kernel that adds the bias as it reads the output."""
+    return F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def add_scaled_conv(y: torch.Tensor, scale: torch.Tensor, conv: nn.Conv2d, x: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
@@ -124,9 +131,11 @@ def add_scaled_conv(y: torch.Tensor, scale: torch.Tensor, conv: nn.Conv2d, x: to
     return out.add_(y) if not torch.is_grad_enabled() else y + out
 
 
-def _folded_conv(conv: nn.Conv2d, x: torch.Tensor, scale: torch.Tensor | None = None, s: torch.Tensor | None = None) -> torch.Tensor:
-    """``scale * conv(x * s)`` with scale (1, C_out, 1, 1) and a (1, C_in, 1, 1) s folded into the weights."""
-    weight, bias = conv.weight, conv.bias
+def _folded_conv(conv: nn.Conv2d, x: torch.Tensor, scale: torch.Tensor | None = None, s: torch.Tensor | None = None,
+                 bias: bool = True) -> torch.Tensor:
+    """``scale * conv(x * s)`` with scale (1, C_out, 1, 1) and a (1, C_in, 1, 1) s folded into the weights
+    (without conv's bias when ``bias`` is False)."""
+    weight, bias = conv.weight, (conv.bias if bias else None)
     if scale is not None:
         weight = weight * scale.view(-1, 1, 1, 1)
         bias = None if bias is None else bias * scale.view(-1)

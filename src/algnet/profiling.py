@@ -180,6 +180,7 @@ class ProfileRow:
     macs_full: int
     mac_size: tuple[int, int]
     latency_s: float | None = None
+    graph_latency_s: float | None = None  # CUDA: the forward replayed as one CUDA graph
     peak_memory_bytes: int | None = None
     weights_bytes: int | None = None
     size: tuple[int, int] | None = None
@@ -261,17 +262,38 @@ def measure(name: str, size: tuple[int, int], device: str, repeats: int = 5, ove
         model(x)
         sync()
         times.append(time.perf_counter() - t0)
+    graph_s = None
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) - base
+        graph_s = _graph_latency(model, x, repeats)
     else:
         hwm = _rss_bytes("VmHWM") if resettable else None
         peak = hwm - base if hwm is not None and base is not None else None
     times.sort()
     return {
-        "latency_s": times[len(times) // 2], "peak_memory_bytes": peak, "device": str(dev),
+        "latency_s": times[len(times) // 2], "graph_latency_s": graph_s, "peak_memory_bytes": peak, "device": str(dev),
         "weights_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
         "scan_backend": resolve_backend(None, dev), "size": list(size), "threads": torch.get_num_threads(),
     }
+
+
+def _graph_latency(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
+    """Median time of the forward replayed as one CUDA graph (what ``algnet deblur`` runs on CUDA):
+    eager PyTorch on a GPU is bound by the host launching each kernel."""
+    import time
+
+    from .cuda_graph import CUDAGraphModel
+
+    net = CUDAGraphModel(model, capture_after=0)
+    net(x)  # warm-up and capture
+    times = []
+    for _ in range(max(1, repeats)):
+        torch.cuda.synchronize(x.device)
+        t0 = time.perf_counter()
+        net(x)
+        torch.cuda.synchronize(x.device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
 
 
 def measure_in_subprocess(name: str, size: tuple[int, int], device: str, repeats: int = 5, timeout: float | None = None,
@@ -301,6 +323,7 @@ def profile(models=PROFILE_MODELS, size=(720, 1280), mac_size=(256, 256), device
         if latency:
             m = measure_in_subprocess(name, size, device, repeats, timeout, threads=threads)
             row.latency_s, row.peak_memory_bytes, row.weights_bytes = m["latency_s"], m["peak_memory_bytes"], m["weights_bytes"]
+            row.graph_latency_s = m.get("graph_latency_s")
             row.size, row.device, row.scan_backend, row.threads = tuple(size), m["device"], m["scan_backend"], m["threads"]
         rows.append(row)
     return rows
@@ -318,20 +341,23 @@ def format_table(rows: list[ProfileRow]) -> str:
     timed = next((r for r in rows if r.latency_s is not None), None)
     head = f"{'model':<22}{'params (M)':>11}{'MACs paper (G)':>16}{'MACs full (G)':>15}"
     unit = f"{'':<22}{'':>11}{f'@{mac[1]}x{mac[0]}':>16}{f'@{mac[1]}x{mac[0]}':>15}"
+    graphed = any(r.graph_latency_s is not None for r in rows)
     if timed:
-        head += f"{'latency (s)':>13}{'peak mem (MiB)':>16}"
-        unit += f"{f'@{timed.size[1]}x{timed.size[0]}':>13}{timed.device:>16}"
+        head += f"{'latency (s)':>13}" + (f"{'graph (s)':>11}" if graphed else "") + f"{'peak mem (MiB)':>16}"
+        unit += f"{f'@{timed.size[1]}x{timed.size[0]}':>13}" + (f"{'':>11}" if graphed else "") + f"{timed.device:>16}"
     lines = [head, unit]
     for r in rows:
         line = f"{r.model:<22}{r.params / 1e6:>11.2f}{r.macs_paper / 1e9:>16.2f}{r.macs_full / 1e9:>15.2f}"
         if timed:
             lat = f"{r.latency_s:.3f}" if r.latency_s is not None else "-"
+            graph = f"{r.graph_latency_s:.3f}" if r.graph_latency_s is not None else "-"
             mem = f"{r.peak_memory_bytes / 2**20:.0f}" if r.peak_memory_bytes is not None else "-"
-            line += f"{lat:>13}{mem:>16}"
+            line += f"{lat:>13}" + (f"{graph:>11}" if graphed else "") + f"{mem:>16}"
         lines.append(line)
     ref = PAPER_TABLE6["algnet"]
     lines.append(f"paper Table 6: ALGNet {ref['macs_g']:.0f} G MACs at 256x256, {ref['latency_s']} s at 1280x720 on its GPU")
     if timed:
-        lines.append(f"scan backend: {timed.scan_backend}; {timed.threads} CPU threads; latency: median of the timed runs; "
-                     "peak mem: extra over the loaded model")
+        lines.append(f"scan backend: {timed.scan_backend}; {timed.threads} CPU threads; latency: median of the timed runs"
+                     + ("; graph: the same forward replayed as one CUDA graph (algnet.CUDAGraphModel)" if graphed else "")
+                     + "; peak mem: extra over the loaded model")
     return "\n".join(lines)

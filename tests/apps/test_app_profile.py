@@ -106,6 +106,19 @@ def test_cli_latency_table_and_json(capsys):
     (row,) = json.loads(out)["models"]
     assert row["latency_s"] > 0 and row["peak_memory_bytes"] >= 0 and row["size"] == [32, 48] and row["device"] == "cpu"
     assert row["weights_bytes"] == 4 * row["params"]
+    assert row["graph_latency_s"] is None  # CUDA only
+
+
+def test_table_shows_graph_latency_where_measured():
+    from algnet.profiling import ProfileRow, format_table
+
+    common = dict(params=1, macs_paper=2, macs_full=3, mac_size=(256, 256), size=(720, 1280), device="cuda:0",
+                  scan_backend="triton", threads=1, peak_memory_bytes=2**20, latency_s=0.0902)
+    table = format_table([ProfileRow("algnet", graph_latency_s=0.0592, **common), ProfileRow("nafnet32", **common)])
+    head, _, first, second = table.splitlines()[:4]
+    assert "graph (s)" in head and "0.090" in first and "0.059" in first
+    assert second.split()[-2:] == ["-", "1"]  # no graph time measured: a dash, then the memory
+    assert "graph (s)" not in format_table([ProfileRow("nafnet32", **common)])
 
 
 def test_cli_table(capsys):

@@ -329,16 +329,9 @@ def aggregate_residual(x: torch.Tensor, tokens: torch.Tensor, local: torch.Tenso
 
 
 def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Inference-only ``silu(causal depthwise conv1d)`` on channels-last tokens, in one pass.
-
-    Args:
-        x: (B, L, E), any strides with unit stride over E (e.g. a slice of in_proj's output).
-        weight: (E, K) taps; ``out[t] = bias + sum_k weight[:, k] * x[t - K + 1 + k]``.
-        bias: (E,) or None.
-
-    Returns:
-        (B, L, E) contiguous, x's dtype.
-    """
+    """The GPU twin of :func:`algnet.ops.scan_cpu.causal_conv1d_silu`: the same arguments and
+    result, ``silu(bias + sum_k weight[:, k] * x[t - K + 1 + k])`` for (B, L, E) tokens with unit
+    stride over E, written (B, L, E) contiguous in x's dtype."""
     _check(x, "x", 3)
     if x.stride(-1) != 1:
         x = x.contiguous()

@@ -50,9 +50,17 @@ def test_a_shape_is_captured_after_its_eager_calls():
 def test_key_tells_shapes_dtypes_and_autocast_apart():
     a, b = torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 16)
     keys = {CUDAGraphModel._key(a), CUDAGraphModel._key(b), CUDAGraphModel._key(a.double())}
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=True):
-        keys.add(CUDAGraphModel._key(a))
-    assert len(keys) == 4
+    # torch.autocast("cuda") turns itself off without a GPU: set the thread's CUDA autocast state directly
+    saved = torch.get_autocast_dtype("cuda")
+    torch.set_autocast_enabled("cuda", True)
+    try:
+        keys.add(CUDAGraphModel._key(a))  # enabled, float16
+        torch.set_autocast_dtype("cuda", torch.bfloat16)
+        keys.add(CUDAGraphModel._key(a))  # enabled, bfloat16
+    finally:
+        torch.set_autocast_enabled("cuda", False)
+        torch.set_autocast_dtype("cuda", saved)
+    assert len(keys) == 5
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

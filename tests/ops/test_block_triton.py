@@ -80,7 +80,7 @@ def test_constant_pixel_gives_the_bias():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_aggregate_residual_matches_pytorch(dtype):
     g = torch.Generator().manual_seed(7)
-    b, c, h, w = 2, 70, 3, 11  # 70 channels: two channel blocks, the second partial
+    b, c, h, w = 2, 70, 3, 11  # 70 channels: three blocks of 32 channels, the last partial
     x = torch.randn(b, c, h, w, generator=g).to(dtype)
     local = torch.randn(b, c, h, w, generator=g).to(dtype)
     tokens = torch.randn(b, h * w, c, generator=g)  # the global branch's float32 output
@@ -234,3 +234,64 @@ def test_gate_and_bias_residual_match_pytorch(dtype):
         block_triton.add_bias_residual_(x[:, :5], residual.to(dtype), b5)
     with pytest.raises(ValueError, match="even channel count"):
         block_triton.gate(x[:, :3])
+
+
+COMPILE_ALL = """
+    import os
+    import re
+    import subprocess
+    import tempfile
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from algnet.ops import block_triton as bt
+
+    fp32 = triton.language.float32
+    k = bt._kernels()
+    # The shapes ALGNet launches: 32 and 512 channels (first and middle levels), as the wrappers tile them.
+    launches = [(k.layernorm, dict(TO_TOKENS=t, BLOCK_C=c, BLOCK_P=bt._TILE_ELEMENTS // c, ACC=fp32))
+                for t in (False, True) for c in (32, 512)]
+    launches += [(k.aggregate, dict(LOCAL_BIAS=l, BLOCK_C=32, BLOCK_P=bt._TILE_ELEMENTS // 32, ACC=fp32)) for l in (False, True)]
+    launches += [(k.conv_silu, dict(K=4, HAS_BIAS=True, BLOCK_L=bt._TILE_ELEMENTS // 64, BLOCK_E=64, ACC=fp32)),
+                 (k.dwconv_gate, dict(HAS_BIAS=True, PRE_BIAS=True, BLOCK_H=16, BLOCK_W=64, ACC=fp32)),
+                 (k.gate, dict(HAS_BIAS=True, BLOCK=bt._ROW_BLOCK, ACC=fp32)),
+                 (k.bias_residual, dict(HAS_BIAS=True, BLOCK=bt._ROW_BLOCK, ACC=fp32))]
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    try:
+        for capability in (80, 90):  # A100, H100/H200
+            for fn, const in launches:
+                sig = {n: "constexpr" if n in const else ("*fp32" if n.endswith("_ptr") else "fp32" if n == "eps" else "i32")
+                       for n in fn.arg_names}
+                c = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const),
+                                   target=GPUTarget("cuda", capability, 32), options=dict(num_warps=4))
+                assert c.asm["cubin"], fn
+                if os.path.exists(cuobjdump):
+                    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+                        f.write(c.asm["cubin"])
+                        f.flush()
+                        usage = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
+                    stack, local = (int(re.search(key + r":(\\d+)", usage).group(1)) for key in ("STACK", "LOCAL"))
+                    print("RESOURCES", capability, fn.__name__, "spill-bytes", stack + local)
+            print("COMPILED", capability, len(launches))
+    except FileNotFoundError as err:  # a triton build without NVIDIA's ptxas
+        print("NO-TOOLCHAIN", err)
+"""
+
+
+def test_kernels_compile_for_gpu_without_one():
+    """Every glue kernel compiles for sm_80 and sm_90 (Triton's compiler and the ptxas in its wheel)
+    at the tiles the wrappers launch, without spilling registers."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(COMPILE_ALL)], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    if "NO-TOOLCHAIN" in out.stdout:
+        pytest.skip(out.stdout.strip())
+    assert "COMPILED 80 10" in out.stdout and "COMPILED 90 10" in out.stdout, out.stdout
+    resources = [line.split() for line in out.stdout.splitlines() if line.startswith("RESOURCES")]
+    assert len(resources) in (0, 20) and all(r[-1] == "0" for r in resources), resources

@@ -317,7 +317,7 @@ def aggregate_residual(x: torch.Tensor, tokens: torch.Tensor, local: torch.Tenso
     out = torch.empty(x.shape, dtype=dtype, device=x.device)
     if out.numel() == 0:
         return out
-    block_c = min(_next_pow2(nc), 64)
+    block_c = min(_next_pow2(nc), 32)  # 64 x 64 tiles spill registers (compiled for sm_80 and sm_90)
     block_p = max(16, min(_next_pow2(npix), _TILE_ELEMENTS // block_c))
     grid = (-(-npix // block_p), -(-nc // block_c), nb)
     gv = _vector(g, x, nc, "g")

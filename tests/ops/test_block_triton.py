@@ -295,3 +295,35 @@ def test_kernels_compile_for_gpu_without_one():
     assert "COMPILED 80 10" in out.stdout and "COMPILED 90 10" in out.stdout, out.stdout
     resources = [line.split() for line in out.stdout.splitlines() if line.startswith("RESOURCES")]
     assert len(resources) in (0, 20) and all(r[-1] == "0" for r in resources), resources
+
+
+@pytest.mark.parametrize("aggregation", ["concat", "global", "local"])
+def test_ablation_blocks_with_triton_glue_equal_pytorch_path(aggregation, monkeypatch):
+    """The ablations keep PyTorch's aggregation, but their convolutions' biases and gates still go
+    through the kernels: the same function as their PyTorch path."""
+    from algnet.models import algnet as algnet_module
+    from algnet.models import layers, mamba
+    from algnet.models.algnet import ALGBlock
+
+    torch.manual_seed(1)
+    block = ALGBlock(8, aggregation, d_state=4).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn(p.shape))
+    if block.g_layer is not None:
+        block.g_layer.mamba.scan_backend = "chunked"
+    x = torch.randn(1, 8, 5, 6)
+    monkeypatch.setenv(layers.FUSED_GLUE_ENV, "0")
+    with torch.no_grad():
+        want = block(x)
+    monkeypatch.delenv(layers.FUSED_GLUE_ENV)
+    for module in (algnet_module, layers, mamba):
+        monkeypatch.setattr(module, "glue_kernels", lambda t: block_triton)
+    calls = []
+    for name in ("dwconv3x3_gate", "gate", "add_bias_residual_"):
+        fn = getattr(block_triton, name)
+        monkeypatch.setattr(block_triton, name, lambda *a, _fn=fn, _n=name, **k: calls.append(_n) or _fn(*a, **k))
+    with torch.no_grad():
+        got = block(x)
+    assert sorted(calls) == ["add_bias_residual_", "dwconv3x3_gate", "gate"]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

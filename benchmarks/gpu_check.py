@@ -28,7 +28,7 @@ Sections, each with its own time budget, so a failure or a hang in one still let
    algnet fp32 eager with the associative forward for comparison.
 
 Each section runs in its own process with a hard timeout (a hung or faulting kernel cannot silence
-the others); budgets: 120 + 110 + 180 s (quick: 45 + 45 + 70 s), plus start-up. Rows come in order
+the others); budgets: 120 + 110 + 150 s (quick: 45 + 45 + 70 s), plus start-up. Rows come in order
 of importance, and a section out of time skips the rest.
 
 Exit status: 0 all passed; 1 a correctness check failed or the correctness section crashed; 2 the
@@ -660,7 +660,7 @@ def network_section(args, device, results):
 # ---------------------------------------------------------------------------------------------
 
 
-BUDGETS = {"correctness": 120, "scan": 110, "network": 180}
+BUDGETS = {"correctness": 120, "scan": 110, "network": 150}
 QUICK_BUDGETS = {"correctness": 45, "scan": 45, "network": 70}
 STARTUP_S = 30  # allowance for a child's imports and CUDA start-up, on top of its section budget
 SECTIONS = ("correctness", "scan", "network")

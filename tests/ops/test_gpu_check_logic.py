@@ -94,3 +94,9 @@ def test_channels_last_views_keep_values(gpu_check):
         assert torch.equal(v, t[k]), k
         assert v.stride(1) == 1 and v.stride(2) > 1, k
     assert views["B"].storage_offset() == 2 and views["B"].stride(2) == 2 + 2 * 4  # after dt's 2 columns
+
+
+def test_full_check_fits_in_eight_minutes(gpu_check):
+    """Each section's process is killed at its budget plus start-up: the whole check, worst case, ends under 8 minutes."""
+    worst = sum(gpu_check.BUDGETS.values()) + len(gpu_check.SECTIONS) * gpu_check.STARTUP_S
+    assert worst < 8 * 60, worst

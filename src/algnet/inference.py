@@ -57,6 +57,21 @@ def load_model(checkpoint: str | os.PathLike | None = None, name: str | None = N
     return model.to(resolve_device(device)).eval()
 
 
+def for_gpu(model: nn.Module, device: torch.device, cuda_graph: bool = True, tf32: bool = False) -> nn.Module:
+    """On CUDA: TF32 matrix products if asked (a process-wide setting, for the command-line tools;
+    ``--tf32``) and the model wrapped in :class:`algnet.CUDAGraphModel` (``--no-cuda-graph`` not);
+    elsewhere the model unchanged."""
+    if device.type != "cuda":
+        return model
+    if tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    if not cuda_graph:
+        return model
+    from .cuda_graph import CUDAGraphModel
+
+    return CUDAGraphModel(model)
+
+
 # ----------------------------------------------------------------------------------------- tiling
 
 

@@ -32,11 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--overlap", type=int, default=32, metavar="M", help="tile overlap in pixels, blended smoothly (default 32)")
     p.add_argument("--half", action="store_true", help="half-precision autocast (float16 on CUDA, bfloat16 on CPU)")
     p.add_argument("--tlc", action="store_true", help="test-time local converter (the paper's '-local' inference)")
-    p.add_argument("--no-cuda-graph", action="store_true",
-                   help="on CUDA, run eagerly instead of replaying one captured CUDA graph per image size")
-    p.add_argument("--tf32", action="store_true",
-                   help="on CUDA, TF32 matrix products in the Mamba layers' projections (cuDNN's convolutions "
-                        "use TF32 already); faster, with ~1e-4 differences in the output")
+    add_gpu_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="allow an output to replace its own input file")
     p.add_argument("--suffix", default="", metavar="S", help="appended to output file stems, e.g. _deblurred")
     p.set_defaults(func=run)
@@ -107,12 +103,20 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, MemoryError) or (oom and isinstance(err, oom)) or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
 
 
+def add_gpu_arguments(parser) -> None:
+    """The CUDA options of ``algnet deblur`` and ``algnet eval`` (see :func:`algnet.inference.for_gpu`)."""
+    parser.add_argument("--no-cuda-graph", action="store_true",
+                        help="on CUDA, run eagerly instead of replaying one captured CUDA graph per image size")
+    parser.add_argument("--tf32", action="store_true",
+                        help="on CUDA, TF32 matrix products in the Mamba layers' projections (cuDNN's convolutions "
+                             "use TF32 already); faster, with ~1e-4 differences in the output")
+
+
 def run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
     from ..imageio import read_image, write_image
-    from ..inference import load_model, resolve_device, restore_pixels
+    from ..inference import for_gpu, load_model, resolve_device, restore_pixels
 
     if args.tile is not None and args.tile < 16:
         raise AlgnetError(f"--tile {args.tile}: tiles must be at least 16 pixels")
@@ -124,12 +128,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = plan_outputs(collect_inputs(args.inputs), out_dir, args.suffix, args.overwrite)
     device = resolve_device(args.device)
     model = load_model(args.checkpoint, name=args.model, device=device, tlc=args.tlc)
-    if device.type == "cuda" and args.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True  # this process's own setting: the CLI owns it
-    if device.type == "cuda" and not args.no_cuda_graph:
-        from ..cuda_graph import CUDAGraphModel
-
-        model = CUDAGraphModel(model)
+    model = for_gpu(model, device, cuda_graph=not args.no_cuda_graph, tf32=args.tf32)
 
     start = time.perf_counter()
     for src, dst in tqdm(jobs, desc="deblur", unit="img", disable=None):

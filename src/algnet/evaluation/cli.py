@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..apps.deblur import add_gpu_arguments
+
 PROTOCOL_CHOICES = ("gopro", "hide", "realblur", "dpdd", "dpdd16")  # = protocols.PROTOCOLS, kept light at import
 
 
@@ -33,11 +35,7 @@ def add_parser(subparsers) -> None:
     e.add_argument("--tlc", action="store_true", help="test-time local converter (the paper's '-local' numbers)")
     e.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     e.add_argument("--fp32", action="store_true", help="on CUDA, run in float32 instead of float16 autocast")
-    e.add_argument("--no-cuda-graph", action="store_true",
-                   help="on CUDA, run eagerly instead of replaying one captured CUDA graph per image size")
-    e.add_argument("--tf32", action="store_true",
-                   help="on CUDA, TF32 matrix products in the Mamba layers' projections (cuDNN's convolutions "
-                        "use TF32 already); faster, with ~1e-4 differences in the output")
+    add_gpu_arguments(e)
     e.add_argument("--save-images", metavar="DIR", help="write the restored images as DIR/<name>.png")
     _add_outputs(e)
     e.set_defaults(func=run_eval)
@@ -104,21 +102,14 @@ def _saved_entries(args, rows):
 
 
 def run_eval(args) -> int:
-    import torch
-
-    from ..inference import resolve_device
+    from ..inference import for_gpu, resolve_device
     from ..models import load_checkpoint
     from .runner import evaluate, figure_entries, load_eval_config
 
     config = load_eval_config(args.config)
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint, tlc=args.tlc).to(device).eval()
-    if device.type == "cuda" and args.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True  # this process's own setting: the CLI owns it
-    if device.type == "cuda" and not args.no_cuda_graph:
-        from ..cuda_graph import CUDAGraphModel
-
-        model = CUDAGraphModel(model)
+    model = for_gpu(model, device, cuda_graph=not args.no_cuda_graph, tf32=args.tf32)
     half = not args.fp32
     result, items = evaluate(model, config, device, args.save_images, half, progress=not args.quiet)
     extra = {"dataset": config.dataset, "root": str(config.root), "split": config.split,

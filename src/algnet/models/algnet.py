@@ -144,9 +144,8 @@ class ALGBlock(nn.Module):
         if folds is None:
             return add_scaled_conv(y, self.beta, self.conv5, self.sg(self.conv4(self.norm2(y))))
         h = folds.gate(conv_without_bias(self.conv4, self.norm2(y)), self.conv4.bias)
-        conv5, beta = self.conv5, self.beta.reshape(-1)
-        out = F.conv2d(h, conv5.weight * beta.view(-1, 1, 1, 1), None, conv5.stride, conv5.padding, conv5.dilation, conv5.groups)
-        return folds.add_bias_residual_(out.contiguous(), y, None if conv5.bias is None else conv5.bias * beta)
+        out = conv_without_bias(self.conv5, h, self.beta).contiguous()
+        return folds.add_bias_residual_(out, y, None if self.conv5.bias is None else self.conv5.bias * self.beta.reshape(-1))
 
     def _aggregated(self, xs: torch.Tensor) -> torch.Tensor:
         """F_A from the spatial features."""
@@ -185,7 +184,7 @@ class ALGBlock(nn.Module):
             g = w = torch.ones(x.shape[1], device=x.device)
         local = self.l_layer
         if folds is not None and unobserved(local, local.conv2):  # conv2's bias goes to the aggregation kernel
-            f_l = conv_of_scaled(local.conv2, xs, local.conv1(local.pool(xs)), bias=False)
+            f_l = conv_without_bias(local.conv2, xs, s=local.conv1(local.pool(xs)))
             return kernels.aggregate_residual(x, f_g, f_l, g, w, local_bias=local.conv2.bias)
         return kernels.aggregate_residual(x, f_g, self.l_layer(xs), g, w)
 

@@ -101,21 +101,21 @@ def unobserved(*modules: nn.Module) -> bool:
     return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
-def conv_of_scaled(conv: nn.Conv2d, x: torch.Tensor, s: torch.Tensor, bias: bool = True) -> torch.Tensor:
+def conv_of_scaled(conv: nn.Conv2d, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """``conv(x * s)`` for channel attention s; a (1, C, 1, 1) s is folded into the weight.
 
     The fold saves one pass over the map (NAFNet's SCA and ALGNet's local branch); s varying over
     the batch or the pixels (TLC's windowed mean) is applied to x, and a hook on conv takes the
-    plain form. ``bias=False`` leaves conv's bias out (for a caller that adds it in a later pass).
+    plain form.
     """
-    if not bias:
-        return _folded_conv(conv, x, s=s, bias=False)
     return _folded_conv(conv, x, s=s) if unobserved(conv) else conv(x * s)
 
 
-def conv_without_bias(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x) - conv.bias``: the convolution alone, for a kernel that adds the bias as it reads the output."""
-    return F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+def conv_without_bias(conv: nn.Conv2d, x: torch.Tensor, scale: torch.Tensor | None = None, s: torch.Tensor | None = None) -> torch.Tensor:
+    """``scale * (conv(x * s) - conv.bias)``, scales folded as in :func:`add_scaled_conv`: the
+    convolution without its bias, for a kernel that adds the bias as it reads the output. Never
+    calls conv's module: the caller checks it for hooks."""
+    return _folded_conv(conv, x, scale, s, bias=False)
 
 
 def add_scaled_conv(y: torch.Tensor, scale: torch.Tensor, conv: nn.Conv2d, x: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:

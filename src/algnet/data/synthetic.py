@@ -11,6 +11,7 @@ sharp frame is the middle of the exposure), and scaled to a random extent that f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ import torch
 from ..errors import AlgnetError
 from .datasets import _check_seed, crop_and_flip, random_crop_box, sample_rng, to_tensor
 from .imread import read_rgb
+from .shake import ShakeSpec, margin_for, shake
+from .sources import photo_names, render_text, source_path
 
 __all__ = ["SyntheticBlurDataset", "make_kernel", "blur_image", "blur_crop", "bundled_photos", "photo_path", "dead_leaves"]
 
@@ -267,7 +270,8 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
     def __init__(self, split: str = "train", crop_size: int | None = 256, length: int | None = None, seed: int = 0,
                  kernel_size: int = 17, noise_sigma: float = 0.0, saturation: float = 0.0, flips: bool = True,
                  scale_range: tuple[float, float] | None = None, rot90: bool = False, shuffle_channels: bool = False,
-                 dead_leaves: float = 0.0):
+                 dead_leaves: float = 0.0, text: float = 0.0, shake: ShakeSpec | None = None,
+                 packages: Sequence[str] = ("skimage",)):
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise AlgnetError(f"kernel_size must be an odd integer >= 3, got {kernel_size!r}")
         if noise_sigma < 0 or saturation < 0:
@@ -278,17 +282,27 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
             scale_range = (float(scale_range[0]), float(scale_range[1]))
         if not 0 <= dead_leaves <= 1:
             raise AlgnetError(f"dead_leaves is a probability in [0, 1], got {dead_leaves!r}")
-        if dead_leaves > 0 and crop_size is None:
-            raise AlgnetError("dead_leaves needs a crop_size (the size of the images it draws)")
+        if not 0 <= text <= 1 or dead_leaves + text > 1:
+            raise AlgnetError(f"text is a probability in [0, 1] with dead_leaves + text <= 1, got {text!r}")
+        if (dead_leaves > 0 or text > 0) and crop_size is None:
+            raise AlgnetError("dead_leaves and text need a crop_size (the size of the images they draw)")
+        if shake is not None and not isinstance(shake, ShakeSpec):
+            raise AlgnetError(f"shake must be a ShakeSpec or None, got {type(shake).__name__}")
         self.dead_leaves = float(dead_leaves)
+        self.text = float(text)
+        self.shake = shake
         self.scale_range = scale_range
         self.rot90 = bool(rot90)
         self.shuffle_channels = bool(shuffle_channels)
         self.split = split
         self.crop_size = crop_size
         self._cache: dict[str, np.ndarray] = {}  # decoded photos, uint8
+        if split not in ("train", "val"):
+            raise AlgnetError(f"unknown synthetic split {split!r}; expected 'train' or 'val'")
+        # Short names ("astronaut", "china") for the photos of every source package asked for.
+        self._sources = {n.split(":", 1)[1]: n for n in photo_names(split, tuple(packages))}
         # Photos smaller than the crop (e.g. text.png, 172x448, for 256 crops) are left out.
-        self.photos = [n for n in bundled_photos(split) if crop_size is None or min(self._photo(n).shape[:2]) >= crop_size]
+        self.photos = [n for n in self._sources if crop_size is None or min(self._photo(n).shape[:2]) >= crop_size]
         if not self.photos:
             raise AlgnetError(f"no bundled {split} photo is at least {crop_size}x{crop_size}")
         self.length = length if length is not None else len(self.photos) * (1 if split == "val" else 8)
@@ -311,7 +325,7 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
     def _photo(self, name: str) -> np.ndarray:
         if name not in self._cache:
             # uint8 keeps the cache 4x smaller than float; the photos are 8-bit anyway.
-            self._cache[name] = np.round(read_rgb(photo_path(name)) * 255).astype(np.uint8)
+            self._cache[name] = np.round(read_rgb(source_path(self._sources[name])) * 255).astype(np.uint8)
         return self._cache[name]
 
     def __getitem__(self, index: int) -> dict:
@@ -319,6 +333,8 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for {self.length} samples")
         name = self.photos[index % len(self.photos)]
         rng = sample_rng(self.seed, 0 if self.split == "val" else self.epoch, index)
+        if self.shake is not None:
+            return self._shaken_item(name, index, rng)
         kernel = make_kernel(rng, self.kernel_size)
         photo = self._photo(name)
         if self.dead_leaves > 0 and rng.random() < self.dead_leaves:
@@ -332,17 +348,52 @@ class SyntheticBlurDataset(torch.utils.data.Dataset):
             if self.scale_range is not None:
                 photo = _shrink(photo, rng.uniform(*self.scale_range), self.crop_size)
             h, w = photo.shape[:2]
-            top, left, ch, cw = random_crop_box(rng, h, w, self.crop_size, f"bundled photo {photo_path(name)}")
+            top, left, ch, cw = random_crop_box(rng, h, w, self.crop_size, f"bundled photo {name}")
 
         hflip, vflip = (bool(rng.random() < 0.5), bool(rng.random() < 0.5)) if self.flips else (False, False)
         sharp, blurred = blur_crop(photo, kernel, (top, left, ch, cw), self.saturation)
         if self.noise_sigma > 0:
             blurred = blurred + rng.normal(0.0, self.noise_sigma, blurred.shape).astype(np.float32)
         blurred = np.clip(blurred, 0.0, 1.0)
-        blurred, sharp = crop_and_flip((blurred, sharp), (0, 0, ch, cw), hflip, vflip)
+        return self._finish(blurred, sharp, (0, 0, ch, cw), hflip, vflip, rng, f"{name}/{index:06d}.png")
+
+    def _finish(self, blurred, sharp, box, hflip, vflip, rng, name) -> dict:
+        blurred, sharp = crop_and_flip((blurred, sharp), box, hflip, vflip)
         if self.rot90 and rng.random() < 0.5:
             blurred, sharp = blurred.transpose(1, 0, 2), sharp.transpose(1, 0, 2)
         if self.shuffle_channels:
             order = rng.permutation(3)
             blurred, sharp = blurred[..., order], sharp[..., order]
-        return {"blur": to_tensor(blurred), "sharp": to_tensor(sharp), "name": f"{name}/{index:06d}.png"}
+        return {"blur": to_tensor(blurred), "sharp": to_tensor(sharp), "name": name}
+
+    def _shaken_item(self, name: str, index: int, rng: np.random.Generator) -> dict:
+        """A pair made by :func:`~algnet.data.shake.shake`: the sharp content (a photo crop, dead
+        leaves or a text page) with a margin of real content around it, shaken, then cropped."""
+        photo = self._photo(name)
+        content = rng.random()
+        if self.crop_size is None:
+            region, box = photo, (0, 0, photo.shape[0], photo.shape[1])
+        else:
+            m = margin_for(self.shake, self.crop_size)
+            side = self.crop_size + 2 * m
+            if content < self.dead_leaves:
+                palette = photo.reshape(-1, 3)[rng.integers(0, photo.shape[0] * photo.shape[1], 4096)]
+                region = dead_leaves(rng, side, side, palette, r_min=2.0, r_max=self.crop_size / 2)
+                name = f"dead_leaves/{name}"
+            elif content < self.dead_leaves + self.text:
+                region, name = render_text(rng, side, side), f"text/{name}"
+            else:
+                if self.scale_range is not None:
+                    photo = _shrink(photo, rng.uniform(*self.scale_range), self.crop_size)
+                h, w = photo.shape[:2]
+                top, left, _, _ = random_crop_box(rng, h, w, self.crop_size, f"bundled photo {name}")
+                # The margin ends where the photo does; the blur reflects the photo's own border there.
+                y0, x0 = max(top - m, 0), max(left - m, 0)
+                region = photo[y0: top + self.crop_size + m, x0: left + self.crop_size + m]
+                box = (top - y0, left - x0, self.crop_size, self.crop_size)
+            if content < self.dead_leaves + self.text:
+                box = (m, m, self.crop_size, self.crop_size)
+        sharp = region.astype(np.float32) / 255
+        blurred, _ = shake(sharp, rng, self.shake)
+        hflip, vflip = (bool(rng.random() < 0.5), bool(rng.random() < 0.5)) if self.flips else (False, False)
+        return self._finish(blurred, sharp, box, hflip, vflip, rng, f"{name}/{index:06d}.png")

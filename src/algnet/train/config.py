@@ -22,6 +22,7 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
+from ..data.shake import ShakeSpec
 from ..errors import AlgnetError
 
 __all__ = [
@@ -69,6 +70,12 @@ class DatasetConfig:
         rot90: random transposition, all eight orientations with the flips (synthetic only).
         shuffle_channels: random permutation of the colour channels (synthetic only).
         dead_leaves: probability of a dead-leaves image instead of a photo crop (synthetic only).
+        text: probability of a rendered text page instead of a photo crop (synthetic only).
+        packages: the packages whose photos are used: ``skimage``, ``sklearn``, ``matplotlib``
+            (synthetic only; the held-out photos are never in a training split).
+        shake: camera shake as a camera records it (:class:`algnet.data.shake.ShakeSpec`: path
+            extents in pixels, linear light, highlights, sensor noise, JPEG, rotation); replaces
+            ``kernel_size``, ``noise_sigma`` and ``saturation`` when set (synthetic only).
     """
 
     kind: DatasetKind = "synthetic"
@@ -85,6 +92,9 @@ class DatasetConfig:
     rot90: bool = False
     shuffle_channels: bool = False
     dead_leaves: float = 0.0
+    text: float = 0.0
+    packages: list[str] = field(default_factory=lambda: ["skimage"])
+    shake: ShakeSpec | None = None
 
 
 def _default_val() -> DatasetConfig:
@@ -224,6 +234,10 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise AlgnetError(f"{path}: expected a list of {len(args)} values, got {value!r}")
         return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise AlgnetError(f"{path}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise AlgnetError(f"{path}: expected a mapping, got {value!r}")

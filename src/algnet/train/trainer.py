@@ -104,8 +104,10 @@ def build_dataset(spec: DatasetConfig, seed: int, root: str | None = None) -> to
                                     kernel_size=spec.kernel_size, noise_sigma=spec.noise_sigma,
                                     saturation=spec.saturation, flips=spec.flips,
                                     scale_range=spec.scale_range, rot90=spec.rot90,
-                                    shuffle_channels=spec.shuffle_channels, dead_leaves=spec.dead_leaves)
-    synthetic_only = [k for k in ("scale_range", "rot90", "shuffle_channels", "dead_leaves") if getattr(spec, k)]
+                                    shuffle_channels=spec.shuffle_channels, dead_leaves=spec.dead_leaves,
+                                    text=spec.text, shake=spec.shake, packages=tuple(spec.packages))
+    synthetic_only = [k for k in ("scale_range", "rot90", "shuffle_channels", "dead_leaves", "text", "shake")
+                      if getattr(spec, k)]
     if synthetic_only:
         raise AlgnetError(f"{', '.join(synthetic_only)}: only synthetic datasets take these augmentations, "
                           f"not {spec.kind!r}")

@@ -28,10 +28,19 @@ def add_parser(subparsers) -> None:
     e = subparsers.add_parser(
         "eval", help="run a checkpoint over a test set and score it with the benchmark's protocol",
         description="Run a checkpoint over a test set named by a YAML file (dataset, root, split, protocol; "
-                    "top level or under eval:) and score it like `algnet score`.")
-    e.add_argument("config", metavar="CONFIG", help="YAML: {dataset: gopro|hide|realblur_j|realblur_r|dpdd|folders, "
-                                                    "root: PATH, split: test, protocol: ...}")
-    e.add_argument("--checkpoint", required=True, metavar="CKPT", help="model checkpoint (.safetensors, .pth)")
+                    "top level or under eval:) and score it like `algnet score`. `algnet eval shake` runs the "
+                    "built-in camera-shake benchmark instead: held-out photos shaken at three strengths "
+                    "(mild 3-7 px, medium 7-15 px, strong 15-25 px), regenerated from --seed, with the blurred "
+                    "input and a Wiener deconvolution that knows the true kernel as reference rows.")
+    e.add_argument("config", metavar="CONFIG", help="'shake', or YAML: {dataset: gopro|hide|realblur_j|realblur_r|"
+                                                    "dpdd|folders, root: PATH, split: test, protocol: ...}")
+    e.add_argument("--checkpoint", action="append", metavar="CKPT",
+                   help="model checkpoint (.safetensors, .pth); `shake` takes several (repeat the flag) or none")
+    e.add_argument("--seed", type=int, default=0, help="shake: seed of the benchmark's blur (default 0)")
+    e.add_argument("--per-photo", type=int, default=4, metavar="N",
+                   help="shake: blurs of each held-out photo per level (default 4)")
+    e.add_argument("--levels", nargs="+", default=None, metavar="LEVEL",
+                   help="shake: levels to run (default: mild medium strong)")
     e.add_argument("--tlc", action="store_true", help="test-time local converter (the paper's '-local' numbers)")
     e.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     e.add_argument("--fp32", action="store_true", help="on CUDA, run in float32 instead of float16 autocast")
@@ -101,11 +110,50 @@ def _saved_entries(args, rows):
                read_ground_truth(item.gt, args.protocol, []), psnr[name])
 
 
+def run_shake_eval(args) -> int:
+    import json
+
+    from ..data.shake import LEVELS
+    from ..errors import AlgnetError
+    from ..imageio import atomic_write_bytes
+    from ..inference import for_gpu, resolve_device, restore_pixels
+    from ..models import load_checkpoint
+    from .shake import format_shake_table, run_shake
+
+    levels = args.levels or list(LEVELS)
+    unknown = [lv for lv in levels if lv not in LEVELS]
+    if unknown:
+        raise AlgnetError(f"unknown shake level {unknown[0]!r}; expected some of {', '.join(LEVELS)}")
+    if args.per_photo < 1:
+        raise AlgnetError(f"--per-photo must be positive, got {args.per_photo}")
+    device = resolve_device(args.device)
+    methods = {}
+    for ckpt in args.checkpoint or []:
+        model = for_gpu(load_checkpoint(ckpt, tlc=args.tlc).to(device).eval(), device,
+                        cuda_graph=not args.no_cuda_graph, tf32=args.tf32)
+        name = Path(ckpt).name
+        methods[name] = lambda x, m=model: restore_pixels(m, x, device, half=device.type == "cuda" and not args.fp32)
+    progress = None if args.quiet else (lambda line: print(line, file=sys.stderr))
+    result = run_shake(methods, seed=args.seed, levels=levels, per_photo=args.per_photo, progress=progress)
+    result.update(checkpoints=[str(c) for c in args.checkpoint or []], tlc=args.tlc, device=str(device))
+    print(format_shake_table(result))
+    if args.json:
+        atomic_write_bytes(Path(args.json), json.dumps(result, indent=2).encode())
+        print(f"summary: {args.json}")
+    return 0
+
+
 def run_eval(args) -> int:
+    from ..errors import AlgnetError
     from ..inference import for_gpu, resolve_device
     from ..models import load_checkpoint
     from .runner import evaluate, figure_entries, load_eval_config
 
+    if args.config == "shake":
+        return run_shake_eval(args)
+    if not args.checkpoint or len(args.checkpoint) != 1:
+        raise AlgnetError("algnet eval CONFIG needs exactly one --checkpoint (several only with `algnet eval shake`)")
+    args.checkpoint = args.checkpoint[0]
     config = load_eval_config(args.config)
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint, tlc=args.tlc).to(device).eval()

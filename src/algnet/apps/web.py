@@ -218,7 +218,8 @@ def build_app(deblurrer: Deblurrer):
             downloads = [str(r.path) for r in results]
             if len(results) > 1:
                 downloads.append(str(zip_results(results, Path(tmp) / ZIP_NAME)))
-            lines = [f"Deblurred {len(results)} of {len(files)} photo{'s' * (len(files) != 1)} in {seconds:.1f} s."]
+            done = f": {', '.join(r.name for r in results)}" if results else ""
+            lines = [f"Deblurred {len(results)} of {len(files)} photo{'s' * (len(files) != 1)} in {seconds:.1f} s{done}."]
             lines += [f"- **Not deblurred:** {e}" for e in errors]
             shown = [(r.name, r.before, r.after) for r in results]
             first = (shown[0][1], shown[0][2]) if shown else None

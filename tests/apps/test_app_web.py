@@ -235,6 +235,11 @@ class TestPage:
         upload(page, photos["cat.png"])
         deblur(page, status(1, "cat.png"))
         expect(page.locator("#slider img")).to_have_count(2)
+        box = page.locator("#slider").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 3, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, -500)  # zooms both images together
+        for img in page.locator("#slider img").all():
+            expect(img).to_have_attribute("style", re.compile(r"scale\(1\.[0-9]*[1-9]"))
         got = download(page, "cat.png", tmp_path)
         assert got.read_bytes() == reference(photos["cat.png"]).read_bytes()
         np.testing.assert_array_equal(read_image(got).pixels, read_image(reference(photos["cat.png"])).pixels)
@@ -260,6 +265,10 @@ class TestPage:
         for name in archive.namelist():
             assert archive.read(name) == reference(photos[name]).read_bytes(), name
         assert download(page, "gray16.png", tmp_path).read_bytes() == reference(photos["gray16.png"]).read_bytes()
+        first = page.locator("#slider img").first.get_attribute("src")
+        page.locator("#chooser input").click()  # the slider shows the chosen result
+        page.get_by_role("option", name="gray16.png").click()
+        expect(page.locator("#slider img").first).not_to_have_attribute("src", first)
         clear(page)
         upload(page, photos["note.png"])  # only bad: a message, no result
         deblur(page, status(1))

@@ -105,7 +105,7 @@ def check_megapixels(path: Path, max_megapixels: float) -> None:
     except Exception:  # noqa: BLE001 - not for Pillow: read_image measures it or says precisely what is wrong
         h, w = read_image(path).size
     if w * h > max_megapixels * 1e6:
-        raise AlgnetError(f"{path}: {w}x{h} is {w * h / 1e6:.1f} megapixels, over the app's limit of {max_megapixels:g} "
+        raise AlgnetError(f"{path}: {w}x{h} is {w * h / 1e6:.3g} megapixels, over the app's limit of {max_megapixels:g} "
                           f"(--max-megapixels); deblur it with `algnet deblur --tile 512`")
 
 
@@ -202,7 +202,7 @@ def build_app(deblurrer: Deblurrer):
 
     def deblur_page(files, checkpoint, tlc, tile, progress=gr.Progress()):
         if not files:
-            raise gr.Error("Add one or more photos first.")
+            raise gr.Error("Add one or more photos first.", print_exception=False)
         start = time.perf_counter()
         results, errors = [], []
         with tempfile.TemporaryDirectory(prefix="algnet-app-") as tmp:
@@ -237,13 +237,13 @@ def build_app(deblurrer: Deblurrer):
 
     def deblur_api(image, checkpoint, tlc, tile):
         if not image:
-            raise gr.Error("no image file was given")
+            raise gr.Error("no image file was given", print_exception=False)
         src = Path(image)
         with tempfile.TemporaryDirectory(prefix="algnet-app-") as tmp:
             try:
                 result = deblurrer.deblur(src, Path(tmp), checkpoint, tlc, tile)
             except AlgnetError as err:
-                raise gr.Error(_short(str(err), src)) from None
+                raise gr.Error(_short(str(err), src), print_exception=False) from None
             yield str(result.path)
 
     with gr.Blocks(title="ALGNet deblurring", analytics_enabled=False, delete_cache=(CACHE_LIFETIME_S // 4, CACHE_LIFETIME_S)) as app:
@@ -265,7 +265,9 @@ def build_app(deblurrer: Deblurrer):
         shown = gr.State([])
         button.click(deblur_page, [files, checkpoint, tlc, tile], [status, slider, chooser, downloads, shown],
                      concurrency_id="inference", concurrency_limit=1, api_visibility="private")
-        chooser.change(show, [chooser, shown], slider, api_visibility="private", queue=False)
+        # .input, not .change: a new run sets the chooser itself, and re-sending the same preview
+        # would make Gradio rewrite the file the browser is reading.
+        chooser.input(show, [chooser, shown], slider, api_visibility="private", queue=False)
         with gr.Row(visible=False):  # the endpoint's own ports; its other inputs are the page's
             api_image = gr.File(label="image", file_types=list(IMAGE_EXTENSIONS))
             api_result = gr.File(label="deblurred")

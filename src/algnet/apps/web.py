@@ -283,6 +283,9 @@ def run(args: argparse.Namespace) -> int:
     app = build_app(deblurrer)
     app.queue(default_concurrency_limit=1)
     print(f"algnet app: http://{args.host}:{args.port} (device {deblurrer.device.type}; Ctrl+C stops it)", flush=True)
-    app.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False, quiet=True,
-               ssr_mode=False, theme=theme(), footer_links=["api"], max_file_size="1gb")
+    try:
+        app.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False, quiet=True,
+                   ssr_mode=False, theme=theme(), footer_links=["api"], max_file_size="1gb")
+    except OSError:  # Gradio's message names its own settings, not ours
+        raise AlgnetError(f"cannot serve on {args.host}:{args.port}; is the port in use? choose another with --port") from None
     return 0

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "algnet.train.cli",
     "algnet.evaluation.cli",
     "algnet.apps.profile",
+    "algnet.apps.web",
 )
 
 

@@ -112,11 +112,33 @@ def add_gpu_arguments(parser) -> None:
                              "use TF32 already); faster, with ~1e-4 differences in the output")
 
 
+def deblur_file(model, src: Path, dst: Path, device, tile: int | None = None, overlap: int = 32, half: bool = False):
+    """Deblurs one image file into ``dst`` (same format, bit depth, size, grayscale and alpha).
+
+    The one code path from file to file, shared by ``algnet deblur`` and ``algnet app``.
+
+    Returns:
+        (the input :class:`algnet.imageio.Image`, the restored float32 pixels as written).
+    """
+    from ..imageio import read_image, write_image
+    from ..inference import restore_pixels
+
+    image = read_image(src)
+    try:
+        restored = restore_pixels(model, image.pixels, device=device, tile=tile, overlap=overlap, half=half)
+    except (RuntimeError, MemoryError) as err:
+        if is_out_of_memory(err):
+            h, w = image.size
+            raise AlgnetError(f"{src}: out of memory deblurring a {w}x{h} image on {device.type}; {OOM_HINT}") from None
+        raise
+    write_image(dst, restored, image.mode, image.bit_depth)
+    return image, restored
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..imageio import read_image, write_image
-    from ..inference import for_gpu, load_model, resolve_device, restore_pixels
+    from ..inference import for_gpu, load_model, resolve_device
 
     if args.tile is not None and args.tile < 16:
         raise AlgnetError(f"--tile {args.tile}: tiles must be at least 16 pixels")
@@ -132,16 +154,8 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     for src, dst in tqdm(jobs, desc="deblur", unit="img", disable=None):
-        image = read_image(src)
-        try:
-            restored = restore_pixels(model, image.pixels, device=device, tile=args.tile, overlap=args.overlap, half=args.half)
-        except (RuntimeError, MemoryError) as err:
-            if is_out_of_memory(err):
-                h, w = image.size
-                raise AlgnetError(f"{src}: out of memory deblurring a {w}x{h} image on {device.type}; {OOM_HINT}") from None
-            raise
         dst.parent.mkdir(parents=True, exist_ok=True)
-        write_image(dst, restored, image.mode, image.bit_depth)
+        deblur_file(model, src, dst, device, tile=args.tile, overlap=args.overlap, half=args.half)
     total = time.perf_counter() - start
     n = len(jobs)
     print(f"deblurred {n} image{'s' * (n != 1)} in {total:.1f} s ({total / max(n, 1):.2f} s/image) -> {out_dir}")

@@ -17,6 +17,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--checkpoint", default=None, help="weights to use instead of the bundled checkpoint")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic blur (default 0)")
+    from ..inference import add_inference_arguments
+
+    add_inference_arguments(p)
     p.add_argument("--images", type=int, default=4, help="held-out photos blurred with different kernels (default 4)")
     p.add_argument("--kernel-size", type=int, default=None,
                    help="blur kernel size in pixels (default: the size the bundled checkpoint was trained on, "
@@ -66,12 +69,14 @@ def run(args) -> int:
 
     from ..data import SyntheticBlurDataset
     from ..imageio import atomic_write_bytes, read_image, write_image
+    from ..deploy import fuse
     from ..inference import default_checkpoint_path, resolve_device, restore
     from ..models import load_checkpoint
 
     start = time.perf_counter()
     device = resolve_device(args.device)
-    model = load_checkpoint(args.checkpoint or default_checkpoint_path()).to(device)
+    model = load_checkpoint(args.checkpoint or default_checkpoint_path()).to(device).eval()
+    model = model if args.no_fuse else fuse(model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -102,6 +102,7 @@ def _saved_entries(args, rows):
 
 
 def run_eval(args) -> int:
+    from ..deploy import fuse
     from ..inference import for_gpu, resolve_device
     from ..models import load_checkpoint
     from .runner import evaluate, figure_entries, load_eval_config
@@ -109,6 +110,7 @@ def run_eval(args) -> int:
     config = load_eval_config(args.config)
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint, tlc=args.tlc).to(device).eval()
+    model = model if args.no_fuse else fuse(model)
     model = for_gpu(model, device, cuda_graph=not args.no_cuda_graph, tf32=args.tf32)
     half = not args.fp32
     result, items = evaluate(model, config, device, args.save_images, half, progress=not args.quiet)

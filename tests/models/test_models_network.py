@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import algnet
 from algnet.models.tlc import LocalAvgPool, to_tlc
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference"  # see tests/reference/README.md
 TINY = dict(width=8, enc_blocks=(1, 1, 1, 1), mid_blocks=1, dec_blocks=(1, 1, 1, 1))
 
 

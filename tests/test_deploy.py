@@ -16,10 +16,10 @@ D_STATE = 8
 TOL = 1e-4
 
 
-def make(name: str, seed: int = 0) -> torch.nn.Module:
+def make(name: str, seed: int = 0, width: int = 8) -> torch.nn.Module:
     """A small variant with every parameter non-trivial: beta, gamma, g, W, norm weights and biases."""
     torch.manual_seed(seed)
-    kw = dict(SMALL) if name == "nafnet32" else {**SMALL, "d_state": D_STATE}
+    kw = {**SMALL, "width": width} if name == "nafnet32" else {**SMALL, "width": width, "d_state": D_STATE}
     model = algnet.create_model(name, **kw).eval()
     with torch.no_grad():
         for pname, p in model.named_parameters():
@@ -73,7 +73,13 @@ def test_fused_equals_plain_with_reference_glue(name):
     assert _check(make(name), "reference", (16, 16)) <= TOL
 
 
-@pytest.mark.parametrize("name", algnet.list_models())
+# At these widths algnet_b and algnet_nafnet_layout are algnet, and algnet_sum runs algnet's kernels
+# with g = W = 1: marked slow (about a minute each in the interpreter on 2 cores).
+TRITON_VARIANTS = [pytest.param(n, marks=pytest.mark.slow) if n in ("algnet_b", "algnet_nafnet_layout", "algnet_sum") else n
+                   for n in algnet.list_models()]
+
+
+@pytest.mark.parametrize("name", TRITON_VARIANTS)
 def test_fused_equals_plain_in_triton_interpreter(name, monkeypatch):
     """The GPU path (Triton glue with the biases deferred to the kernels) on CPU tensors. The scan is
     the chunked PyTorch backend: the Triton scan takes minutes per network in the interpreter, and
@@ -84,7 +90,7 @@ def test_fused_equals_plain_in_triton_interpreter(name, monkeypatch):
     if not isinstance(triton.language.standard.sum, InterpretedFunction):
         pytest.skip("triton was imported in compiled mode; this needs its interpreter")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    err = _check(make(name), "triton", (16, 16), scan_backend="chunked")
+    err = _check(make(name, width=4), "triton", (16, 16), scan_backend="chunked")  # width 4: the interpreter runs a program per channel
     print(f"triton {name}: {err:.2e}")
     assert err <= TOL
 
@@ -92,7 +98,10 @@ def test_fused_equals_plain_in_triton_interpreter(name, monkeypatch):
 def test_tlc_in_triton_interpreter(monkeypatch):
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert _check(algnet.to_tlc(make("algnet_nafnet_layout"), train_size=8), "triton", (16, 16), scan_backend="chunked") <= TOL
+    # 32x16 against a 24-pixel window at full resolution and 12 at half: per-pixel attention there
+    err = _check(algnet.to_tlc(make("algnet_nafnet_layout", width=4), train_size=16), "triton", (32, 16), scan_backend="chunked")
+    print(f"triton TLC algnet_nafnet_layout: {err:.2e}")
+    assert err <= TOL
 
 
 def test_fused_model_refuses_gradients():

@@ -147,3 +147,19 @@ def test_fused_mamba_in_pieces_equals_plain_layer(d_model, piece, monkeypatch):
     assert len(calls) == (1 if piece is None else -(-45 // piece))
     assert all(calls) == (m.dt_rank <= deploy._KERNEL_DT_RANK)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+@pytest.mark.parametrize("name", algnet.list_models())
+def test_fused_equals_plain_on_gpu(name, monkeypatch):
+    """CUDA tensors: Triton glue and scan against the plain model, cuDNN's TF32 off (it rounds
+    convolution inputs to 10 bits and would turn last-bit differences into ~1e-4 ones)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    model = make(name).cuda()
+    x = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(1)).cuda()
+    with torch.no_grad():
+        err = _max_diff(algnet.fuse(model)(x), model(x))
+    print(f"cuda {name}: {err:.2e}")
+    assert err <= TOL

@@ -1,14 +1,15 @@
-"""CPU inference glue of an ALGBlock: each fused kernel against the PyTorch ops it replaces, side by side.
+"""CPU inference glue of an ALGBlock: each numba kernel and fold of ``algnet.fuse`` against the PyTorch ops it replaces.
 
 For one level of the network (channels c at a map size), times in one process, alternating, best of
 ``--repeats``:
 
-- LayerNorm2d (both networks): PyTorch's passes, in place where possible, vs ``block_cpu.layernorm2d``;
-- token LayerNorm: ``F.layer_norm`` of the transposed map vs ``block_cpu.layernorm_to_tokens``;
-- aggregation: ``x + (g * F_G + w * F_L)`` (F_G a channels-last view) vs ``block_cpu.aggregate_residual``;
+- LayerNorm2d (both networks): PyTorch's passes, in place where possible, vs the numba kernel of
+  ``glue_cpu.layernorm2d`` (which takes it from ``_NUMBA_NORM_MIN`` elements);
+- token LayerNorm: ``F.layer_norm`` of the transposed map vs ``glue_cpu.layernorm_to_tokens``;
+- aggregation: ``x + (g * F_G + w * F_L)`` (F_G a channels-last view) vs ``glue_cpu.aggregate_residual``;
 - local branch (and NAFNet's SCA): ``conv2(x * s)`` vs s folded into conv2's weight;
 - residual ``y + beta * conv5(x)`` (both networks) vs beta folded into conv5, the sum in place;
-- causal conv1d + silu: torch's depthwise conv1d on a (B, E, L) copy vs ``scan_cpu.causal_conv1d_silu``;
+- causal conv1d + silu: torch's depthwise conv1d on a (B, E, L) copy vs ``glue_cpu.causal_conv1d_silu``;
 - delta: ``dt @ W^T`` then the scan vs ``scan_cpu.selective_scan_inference`` forming it in the kernel.
 
     python benchmarks/block_cpu.py                   # c=32 at 720x1280, ALGNet's full-resolution level
@@ -23,8 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from algnet.models.layers import add_scaled_conv
-from algnet.ops import block_cpu, scan_cpu
+from algnet.ops import glue_cpu, scan_cpu
 
 
 def best_of(fns: dict, repeats: int) -> dict:
@@ -62,20 +62,20 @@ def cases(c: int, h: int, w: int) -> dict:
         return F.silu(out).transpose(1, 2).contiguous()
 
     return {
-        "LayerNorm2d": (layernorm2d_torch, lambda: block_cpu.layernorm2d(x, lw, lb, 1e-6)),
+        "LayerNorm2d": (layernorm2d_torch, lambda: glue_cpu._layernorm(x, lw, lb, 1e-6, to_tokens=False).view(x.shape)),
         "token LayerNorm": (
             lambda: F.layer_norm(x.flatten(2).transpose(1, 2), (c,), lw, lb, 1e-5),
-            lambda: block_cpu.layernorm_to_tokens(x, lw, lb, 1e-5)),
+            lambda: glue_cpu.layernorm_to_tokens(x, lw, lb, 1e-5)),
         "aggregation + residual": (
             lambda: x + (gs.view(1, -1, 1, 1) * tokens.transpose(1, 2).reshape(1, c, h, w) + ws.view(1, -1, 1, 1) * local),
-            lambda: block_cpu.aggregate_residual(x, tokens, local, gs, ws)),
+            lambda: glue_cpu.aggregate_residual(x, tokens, local, gs, ws)),
         "local branch conv2(x * s)": (
             lambda: F.conv2d(x * s, conv2),
             lambda: F.conv2d(x, conv2 * s.view(1, -1, 1, 1))),
         "residual y + beta * conv(x)": (
             lambda: local + gs.view(1, -1, 1, 1) * conv5(x),
-            lambda: add_scaled_conv(local, gs.view(1, -1, 1, 1), conv5, x)),
-        "causal conv1d + silu": (conv_torch, lambda: scan_cpu.causal_conv1d_silu(u, taps, cbias)),
+            lambda: F.conv2d(x, conv5.weight * gs.view(-1, 1, 1, 1), conv5.bias * gs).add_(local)),
+        "causal conv1d + silu": (conv_torch, lambda: glue_cpu.causal_conv1d_silu(u, taps, cbias)),
         "delta projection + scan": (
             lambda: scan_cpu.selective_scan(u.transpose(1, 2), (dt @ dtw.t()).transpose(1, 2), **scan),
             lambda: scan_cpu.selective_scan_inference(u.transpose(1, 2), dt.transpose(1, 2), dt_weight=dtw, **scan)),

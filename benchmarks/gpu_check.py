@@ -303,14 +303,14 @@ def correctness_section(args, device, results):
 
 
 def check_glue(device, results, tiny=False):
-    """The fused glue kernels (algnet.ops.block_triton) against PyTorch's ops in float64, and one
-    ALGBlock's inference with them against its PyTorch path (ALGNET_FUSED_GLUE=0)."""
+    """The Triton glue kernels (algnet.ops.glue_triton) against PyTorch's ops in float64, and one
+    ALGBlock fused by ``algnet.fuse`` against the plain block."""
     import torch
     import torch.nn.functional as F
 
+    from algnet import fuse
     from algnet.models.algnet import ALGBlock
-    from algnet.models.layers import FUSED_GLUE_ENV
-    from algnet.ops import block_triton
+    from algnet.ops import glue_triton
 
     g = torch.Generator().manual_seed(11)
     b, c, h, w = (1, 12, 5, 7) if tiny else (2, 48, 37, 53)  # odd sizes: partial tiles
@@ -318,33 +318,33 @@ def check_glue(device, results, tiny=False):
     weight, bias = torch.randn(c, generator=g).to(device), torch.randn(c, generator=g).to(device)
     tokens_ref = F.layer_norm(x.double().flatten(2).transpose(1, 2), (c,), weight.double(), bias.double(), 1e-6)
     errors = {
-        "layernorm2d": relative_error(block_triton.layernorm2d(x, weight, bias, 1e-6), tokens_ref.transpose(1, 2).reshape(b, c, h, w)),
-        "layernorm_to_tokens": relative_error(block_triton.layernorm_to_tokens(x, weight, bias, 1e-6), tokens_ref),
+        "layernorm2d": relative_error(glue_triton.layernorm2d(x, weight, bias, 1e-6), tokens_ref.transpose(1, 2).reshape(b, c, h, w)),
+        "layernorm_to_tokens": relative_error(glue_triton.layernorm_to_tokens(x, weight, bias, 1e-6), tokens_ref),
     }
     tokens, local = torch.randn(b, h * w, c, generator=g).to(device), torch.randn(b, c, h, w, generator=g).to(device)
     want = x.double() + weight.double().view(1, c, 1, 1) * tokens.double().transpose(1, 2).reshape(b, c, h, w) \
         + bias.double().view(1, c, 1, 1) * local.double()
-    errors["aggregate_residual"] = relative_error(block_triton.aggregate_residual(x, tokens, local, weight, bias), want)
+    errors["aggregate_residual"] = relative_error(glue_triton.aggregate_residual(x, tokens, local, weight, bias), want)
     e, length = (6, 19) if tiny else (96, 1001)
     xz = torch.randn(2, length, 2 * e, generator=g).to(device)
     taps, cbias = torch.randn(e, 4, generator=g).to(device), torch.randn(e, generator=g).to(device)
     conv = F.conv1d(xz[..., :e].double().transpose(1, 2), taps.double().unsqueeze(1), cbias.double(), padding=3, groups=e)[..., :length]
-    errors["causal_conv1d_silu"] = relative_error(block_triton.causal_conv1d_silu(xz[..., :e], taps, cbias), F.silu(conv).transpose(1, 2))
+    errors["causal_conv1d_silu"] = relative_error(glue_triton.causal_conv1d_silu(xz[..., :e], taps, cbias), F.silu(conv).transpose(1, 2))
     y2 = torch.randn(b, 2 * c, h, w, generator=g).to(device)
     taps2, bias2 = torch.randn(2 * c, 1, 3, 3, generator=g).to(device), torch.randn(2 * c, generator=g).to(device)
     conv2 = F.conv2d(y2.double(), taps2.double(), bias2.double(), padding=1, groups=2 * c)
-    errors["dwconv3x3_gate"] = relative_error(block_triton.dwconv3x3_gate(y2, taps2, bias2), conv2[:, :c] * conv2[:, c:])
+    errors["dwconv3x3_gate"] = relative_error(glue_triton.dwconv3x3_gate(y2, taps2, bias2), conv2[:, :c] * conv2[:, c:])
     pre = torch.randn(2 * c, generator=g).to(device)
     conv2 = F.conv2d(y2.double() + pre.double().view(1, -1, 1, 1), taps2.double(), bias2.double(), padding=1, groups=2 * c)
-    errors["dwconv3x3_gate pre_bias"] = relative_error(block_triton.dwconv3x3_gate(y2, taps2, bias2, pre_bias=pre),
+    errors["dwconv3x3_gate pre_bias"] = relative_error(glue_triton.dwconv3x3_gate(y2, taps2, bias2, pre_bias=pre),
                                                        conv2[:, :c] * conv2[:, c:])
     yb = y2.double() + bias2.double().view(1, -1, 1, 1)
-    errors["gate"] = relative_error(block_triton.gate(y2, bias2), yb[:, :c] * yb[:, c:])
+    errors["gate"] = relative_error(glue_triton.gate(y2, bias2), yb[:, :c] * yb[:, c:])
     want = x.double() + local.double() + bias.double().view(1, c, 1, 1)
-    errors["add_bias_residual_"] = relative_error(block_triton.add_bias_residual_(x.clone(), local, bias), want)
+    errors["add_bias_residual_"] = relative_error(glue_triton.add_bias_residual_(x.clone(), local, bias), want)
     for name, err in errors.items():
         results.check(f"glue {name:24s} float32", err <= 1e-5, f"worst relative error {err:.2e}, tolerance 1e-05")
-    if torch.device(device).type != "cuda":  # on CPU tensors the model routes its glue to numba, not these kernels
+    if torch.device(device).type != "cuda":  # on CPU tensors fuse's "auto" routes the glue to numba, not these kernels
         return
 
     torch.manual_seed(0)
@@ -357,9 +357,8 @@ def check_glue(device, results, tiny=False):
         # turns last-bit differences of the glue into ~1e-4 ones: compare in full float32.
         saved, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
         try:
-            fused = block(xb)
-            with forced_env(FUSED_GLUE_ENV, "0"):
-                plain = block(xb)
+            fused = fuse(block)(xb)
+            plain = block(xb)
         finally:
             torch.backends.cudnn.allow_tf32 = saved
     err = relative_error(fused, plain)

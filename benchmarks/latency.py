@@ -1,9 +1,10 @@
-"""Whole-network CPU latency: ALGNet against NAFNet-32 on the same image, in the same run.
+"""Whole-network CPU latency: ALGNet against NAFNet-32 on the same image, each plain and fused.
 
-Each model runs in eval mode under ``torch.no_grad`` after one warm-up pass (which also compiles or
-loads the numba scan kernels); the best of ``--repeats`` timed passes is reported, with the ratio
-and the process's peak RSS after each model. ``--profile`` adds a torch.profiler table of where
-ALGNet's time goes.
+Each model runs in eval mode under ``torch.no_grad``, as built and as ``algnet.fuse(model)`` (the
+deploy-time conversion), alternating in one process, after one warm-up pass each (which also
+compiles or loads the numba kernels); the best of ``--repeats`` timed passes is reported, with the
+ratios and the process's peak RSS after each model. ``--profile`` adds a torch.profiler table of
+where the fused ALGNet's time goes.
 
     python benchmarks/latency.py                  # 1280x720, the paper's Table 6 size
     python benchmarks/latency.py --size 256x256
@@ -24,15 +25,17 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def time_model(name: str, x: torch.Tensor, repeats: int) -> float:
-    model = algnet.create_model(name).eval()
+def time_models(models: dict, x: torch.Tensor, repeats: int) -> dict:
+    """Best seconds of each model, timed alternately so drift on the machine hits both alike."""
+    best = dict.fromkeys(models, float("inf"))
     with torch.no_grad():
-        model(x)  # warm-up
-        best = float("inf")
+        for model in models.values():
+            model(x)  # warm-up
         for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            best = min(best, time.perf_counter() - start)
+            for label, model in models.items():
+                start = time.perf_counter()
+                model(x)
+                best[label] = min(best[label], time.perf_counter() - start)
     return best
 
 
@@ -49,14 +52,17 @@ def main(argv=None) -> None:
     print(f"{h}x{w}, torch threads {torch.get_num_threads()}, scan backend {algnet.ops.resolve_backend(None, 'cpu')}")
     seconds = {}
     for name in names:
-        seconds[name] = time_model(name, x, args.repeats)
-        print(f"{name:<10} {seconds[name]:8.2f} s   peak RSS so far {peak_rss_gb():.2f} GB", flush=True)
+        model = algnet.create_model(name).eval()
+        t = time_models({"plain": model, "fused": algnet.fuse(model)}, x, args.repeats)
+        seconds[name] = t["fused"]
+        print(f"{name:<10} plain {t['plain']:8.2f} s   fused {t['fused']:8.2f} s   ({t['plain'] / t['fused']:.2f}x)   "
+              f"peak RSS so far {peak_rss_gb():.2f} GB", flush=True)
     if len(names) == 2:
-        print(f"ratio {names[0]}/{names[1]}: {seconds[names[0]] / seconds[names[1]]:.2f}")
+        print(f"ratio {names[0]}/{names[1]}, fused: {seconds[names[0]] / seconds[names[1]]:.2f}")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        model = algnet.create_model(names[0]).eval()
+        model = algnet.fuse(algnet.create_model(names[0]))
         with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
             model(x)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))

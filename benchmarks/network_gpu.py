@@ -3,9 +3,9 @@
 
 Run on a machine with an NVIDIA GPU (``PYTHONPATH=src python benchmarks/network_gpu.py``):
 
-1. the fused glue kernels (:mod:`algnet.ops.block_triton`) against the PyTorch ops they replace, at
-   the shapes of ALGNet's first level at 1280x720: each one's time, side by side;
-2. eager fp32 latency of ``algnet`` with the fused glue and without it (ALGNET_FUSED_GLUE=0),
+1. the Triton glue kernels (:mod:`algnet.ops.glue_triton`) against their PyTorch twins
+   (:mod:`algnet.ops.glue_ref`), at the shapes of ALGNet's first level at 1280x720, side by side;
+2. eager fp32 latency of ``algnet.fuse(model)`` against the plain ``model`` in the same process,
    alternating, median of a few runs after warm-up each, and how far the two outputs differ;
 3. the same with TF32 matrix products (``torch.backends.cuda.matmul.allow_tf32``; cuDNN's
    convolutions use TF32 by default already), and replayed as one CUDA graph (no per-kernel
@@ -24,7 +24,6 @@ Every row is guarded: one failing row is reported and the others still run. ``--
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 import traceback
@@ -61,8 +60,7 @@ def glue_rows(reps):
     import torch
 
     from algnet.models.algnet import ALGBlock
-    from algnet.models.layers import FUSED_GLUE_ENV
-    from algnet.ops import block_triton
+    from algnet.ops import glue_ref, glue_triton
 
     block = ALGBlock(32).cuda().eval()
     x = torch.randn(1, 32, 720, 1280, device="cuda")
@@ -72,26 +70,16 @@ def glue_rows(reps):
     mamba = block.g_layer.mamba
     taps = mamba.conv1d.weight[:, 0, :]
 
-    def plain(fn):
-        def run():
-            saved = os.environ.get(FUSED_GLUE_ENV)
-            os.environ[FUSED_GLUE_ENV] = "0"
-            try:
-                fn()
-            finally:
-                os.environ.pop(FUSED_GLUE_ENV) if saved is None else os.environ.__setitem__(FUSED_GLUE_ENV, saved)
-        return run
-
     norm, tnorm = block.norm1, block.g_layer.norm
     cases = [
-        ("LayerNorm2d (1,32,720,1280)", lambda: block_triton.layernorm2d(x, norm.weight, norm.bias, norm.eps), plain(lambda: norm(x))),
-        ("token LayerNorm -> (1,921600,32)", lambda: block_triton.layernorm_to_tokens(x, tnorm.weight, tnorm.bias, tnorm.eps),
+        ("LayerNorm2d (1,32,720,1280)", lambda: glue_triton.layernorm2d(x, norm.weight, norm.bias, norm.eps), lambda: norm(x)),
+        ("token LayerNorm -> (1,921600,32)", lambda: glue_triton.layernorm_to_tokens(x, tnorm.weight, tnorm.bias, tnorm.eps),
          lambda: tnorm(x.flatten(2).transpose(1, 2))),
-        ("x + g*F_G^T + w*F_L", lambda: block_triton.aggregate_residual(x, toks, x, block.aggregate.g, block.aggregate.w),
+        ("x + g*F_G^T + w*F_L", lambda: glue_triton.aggregate_residual(x, toks, x, block.aggregate.g, block.aggregate.w),
          lambda: x + block.aggregate(toks.transpose(1, 2).reshape(x.shape), x)),
-        ("conv1d+silu (1,921600,64) of in_proj", lambda: block_triton.causal_conv1d_silu(xz[..., :64], taps, mamba.conv1d.bias),
-         plain(lambda: mamba._conv_silu(xz[..., :64]))),
-        ("dw3x3 conv + SimpleGate (1,64,720,1280)", lambda: block_triton.dwconv3x3_gate(y2, block.conv2.weight, block.conv2.bias),
+        ("conv1d+silu (1,921600,64) of in_proj", lambda: glue_triton.causal_conv1d_silu(xz[..., :64], taps, mamba.conv1d.bias),
+         lambda: mamba._conv_silu(xz[..., :64])),
+        ("dw3x3 conv + SimpleGate (1,64,720,1280)", lambda: glue_triton.dwconv3x3_gate(y2, block.conv2.weight, block.conv2.bias),
          lambda: block.sg(block.conv2(y2))),
     ]
     print(f"  {'glue op':38s} {'fused ms':>9s} {'PyTorch ms':>11s} {'ratio':>6s}")
@@ -154,8 +142,6 @@ def main(argv=None) -> int:
     import torch
 
     import algnet
-    from algnet.models.layers import FUSED_GLUE_ENV
-
     if not torch.cuda.is_available():
         print("no CUDA device visible to torch")
         return 1
@@ -163,7 +149,8 @@ def main(argv=None) -> int:
     deadline = start + args.budget
     h, w = (int(v) for v in args.size.lower().split("x"))
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, model {args.model}, input 1x3x{h}x{w}", flush=True)
-    model = algnet.create_model(args.model).cuda().eval()
+    plain = algnet.create_model(args.model).cuda().eval()
+    model = algnet.fuse(plain)
     x = torch.rand(1, 3, h, w, device="cuda")
     failures = 0
 
@@ -187,49 +174,40 @@ def main(argv=None) -> int:
         seconds = timed(run, args.reps)
         print(f"  {label:40s} {seconds * 1e3:8.1f} ms   peak {torch.cuda.max_memory_allocated() / 2**30:5.2f} GiB", flush=True)
 
-    def env_latency(label, value, tf32=False):
-        saved, saved_tf32 = os.environ.get(FUSED_GLUE_ENV), torch.backends.cuda.matmul.allow_tf32
-        os.environ[FUSED_GLUE_ENV] = value
+    def tf32_latency(label, net, tf32=False):
+        saved_tf32 = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
         try:
-            latency(label, model, x, False)
+            latency(label, net, x, False)
         finally:
-            os.environ.pop(FUSED_GLUE_ENV) if saved is None else os.environ.__setitem__(FUSED_GLUE_ENV, saved)
             torch.backends.cuda.matmul.allow_tf32 = saved_tf32
 
     def output_difference():
         with torch.no_grad():
-            fused = model(x)[-1]
-            os.environ[FUSED_GLUE_ENV] = "0"
-            try:
-                plain = model(x)[-1]
-            finally:
-                os.environ.pop(FUSED_GLUE_ENV)
-        diff = (fused - plain).abs().max().item()
-        print(f"  output, fused glue vs PyTorch ops: max |difference| {diff:.2e} (image values in [0, 1])", flush=True)
+            diff = (model(x)[-1] - plain(x)[-1]).abs().max().item()
+        print(f"  output, fuse(model) vs model: max |difference| {diff:.2e} (image values in [0, 1])", flush=True)
 
-    def graph_latency(label, glue="1", tf32=False, bf16=False, chunk=None):
+    def graph_latency(label, source=None, tf32=False, bf16=False, chunk=None):
         """The model as one CUDA graph (algnet.CUDAGraphModel), captured afresh for this row."""
         from algnet.cuda_graph import CUDAGraphModel
         from algnet.ops import scan_triton
 
-        saved, saved_tf32 = os.environ.get(FUSED_GLUE_ENV), torch.backends.cuda.matmul.allow_tf32
+        source = model if source is None else source
+        saved_tf32 = torch.backends.cuda.matmul.allow_tf32
         saved_chunk = scan_triton.CHUNK
-        os.environ[FUSED_GLUE_ENV] = glue
         torch.backends.cuda.matmul.allow_tf32 = tf32
         with torch.no_grad():
             default = model(x)[-1]  # eager, fp32, the default chunk
         scan_triton.CHUNK = chunk or saved_chunk
         try:
-            net = CUDAGraphModel(model, capture_after=0)  # captured at its first call
+            net = CUDAGraphModel(source, capture_after=0)  # captured at its first call
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
                 out = net(x)[-1]
-                diff = (out - model(x)[-1]).abs().max().item()
+                diff = (out - source(x)[-1]).abs().max().item()
             latency(label, net, x, bf16)
             print(f"  {'':40s} (graph vs eager output: max |difference| {diff:.1e}; vs eager fp32 at the default "
                   f"settings {(out.float() - default).abs().max().item():.1e})", flush=True)
         finally:
-            os.environ.pop(FUSED_GLUE_ENV) if saved is None else os.environ.__setitem__(FUSED_GLUE_ENV, saved)
             torch.backends.cuda.matmul.allow_tf32 = saved_tf32
             scan_triton.CHUNK = saved_chunk
 
@@ -237,13 +215,13 @@ def main(argv=None) -> int:
     row("glue", lambda: glue_rows(args.reps))
     print("eager", flush=True)
     for _ in range(2):  # alternating, so drift on the machine shows as a difference between rounds
-        row("fp32", lambda: env_latency("fp32, fused glue (default)", "1"))
-        row("fp32 plain", lambda: env_latency("fp32, PyTorch glue (ALGNET_FUSED_GLUE=0)", "0"))
+        row("fp32", lambda: tf32_latency("fp32, algnet.fuse(model)", model))
+        row("fp32 plain", lambda: tf32_latency("fp32, plain model", plain))
     row("difference", output_difference)
-    row("tf32", lambda: env_latency("fp32 + TF32 matmul, fused glue", "1", tf32=True))
+    row("tf32", lambda: tf32_latency("fp32 + TF32 matmul, fused", model, tf32=True))
     print("one CUDA graph", flush=True)
     row("graph", lambda: graph_latency("fp32, fused glue"))
-    row("graph plain", lambda: graph_latency("fp32, PyTorch glue", glue="0"))
+    row("graph plain", lambda: graph_latency("fp32, plain model", source=plain))
     row("graph tf32", lambda: graph_latency("fp32 + TF32 matmul, fused glue", tf32=True))
     row("graph bf16", lambda: graph_latency("bf16 autocast, fused glue", bf16=True))
     for chunk in (256, 512):  # tokens per scan program: fewer chunks, less carry and state traffic

@@ -1,4 +1,4 @@
-"""Session set-up shared by all tests."""
+"""Set-up shared by all tests."""
 
 import importlib.util
 import os
@@ -13,7 +13,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def load_benchmark():
     """Imports a script under benchmarks/ by its file stem (the scripts are not a package)."""
     root = Path(__file__).resolve().parents[1] / "benchmarks"

@@ -3,13 +3,14 @@
 __version__ = "0.1.0"
 
 from . import ops
+from .deploy import InferenceOnlyError, fuse
 from .models import (
     ALGNet, CheckpointError, Mamba, NAFNet, create_model, list_models, load_checkpoint, save_checkpoint, to_tlc,
 )
 
 __all__ = [
     "__version__", "ops", "ALGNet", "NAFNet", "Mamba", "CheckpointError", "create_model", "list_models",
-    "load_checkpoint", "save_checkpoint", "to_tlc", "deblur", "CUDAGraphModel",
+    "load_checkpoint", "save_checkpoint", "to_tlc", "fuse", "InferenceOnlyError", "deblur", "CUDAGraphModel",
 ]
 
 

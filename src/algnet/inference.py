@@ -45,8 +45,11 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-def load_model(checkpoint: str | os.PathLike | None = None, name: str | None = None, device: str | torch.device = "auto", tlc: bool = False) -> nn.Module:
-    """Loads a checkpoint (default: the shipped one) in eval mode on ``device``."""
+def load_model(checkpoint: str | os.PathLike | None = None, name: str | None = None, device: str | torch.device = "auto", tlc: bool = False,
+               fuse: bool = True) -> nn.Module:
+    """Loads a checkpoint (default: the shipped one) in eval mode on ``device``, converted for
+    inference by :func:`algnet.fuse` unless ``fuse`` is False."""
+    from .deploy import fuse as fuse_model
     from .models import load_checkpoint
 
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
@@ -54,7 +57,14 @@ def load_model(checkpoint: str | os.PathLike | None = None, name: str | None = N
         model = load_checkpoint(path, name=name, tlc=tlc)
     except ValueError as err:  # e.g. an unknown --model name
         raise AlgnetError(f"{path}: {err}") from None
-    return model.to(resolve_device(device)).eval()
+    model = model.to(resolve_device(device)).eval()
+    return fuse_model(model) if fuse else model
+
+
+def add_inference_arguments(parser) -> None:
+    """``--no-fuse``, shared by the commands that run a model for inference."""
+    parser.add_argument("--no-fuse", action="store_true",
+                        help="run the plain model instead of its fused inference copy (algnet.fuse), to compare")
 
 
 def for_gpu(model: nn.Module, device: torch.device, cuda_graph: bool = True, tf32: bool = False) -> nn.Module:

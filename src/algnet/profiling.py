@@ -223,8 +223,10 @@ def _reset_peak_rss() -> bool:
 
 
 @torch.no_grad()
-def measure(name: str, size: tuple[int, int], device: str, repeats: int = 5, overrides: dict | None = None, threads: int | None = None) -> dict:
-    """Median latency and peak extra memory of one forward pass, in this process.
+def measure(name: str, size: tuple[int, int], device: str, repeats: int = 5, overrides: dict | None = None, threads: int | None = None,
+            fuse: bool = True) -> dict:
+    """Median latency and peak extra memory of one forward pass, in this process, of the model
+    converted by :func:`algnet.fuse` (``fuse``) or as built.
 
     Peak memory is what inference adds on top of the loaded model: on CUDA
     ``max_memory_allocated`` minus the allocation before the first timed pass (after a warm-up
@@ -243,6 +245,11 @@ def measure(name: str, size: tuple[int, int], device: str, repeats: int = 5, ove
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = create_model(name, **(overrides or {})).to(dev).eval()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    if fuse:
+        from .deploy import fuse as fuse_model
+
+        model = fuse_model(model)
     x = torch.rand(1, 3, *size, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if dev.type == "cuda":
@@ -272,7 +279,7 @@ def measure(name: str, size: tuple[int, int], device: str, repeats: int = 5, ove
     times.sort()
     return {
         "latency_s": times[len(times) // 2], "graph_latency_s": graph_s, "peak_memory_bytes": peak, "device": str(dev),
-        "weights_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "weights_bytes": weights, "fused": fuse,
         "scan_backend": resolve_backend(None, dev), "size": list(size), "threads": torch.get_num_threads(),
     }
 
@@ -297,11 +304,12 @@ def _graph_latency(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
 
 
 def measure_in_subprocess(name: str, size: tuple[int, int], device: str, repeats: int = 5, timeout: float | None = None,
-                          overrides: dict | None = None, threads: int | None = None) -> dict:
+                          overrides: dict | None = None, threads: int | None = None, fuse: bool = True) -> dict:
     """Runs :func:`measure` in a fresh interpreter, so one model's memory does not hide another's."""
-    args = json.dumps({"name": name, "size": list(size), "device": device, "repeats": repeats, "overrides": overrides or {}, "threads": threads})
+    args = json.dumps({"name": name, "size": list(size), "device": device, "repeats": repeats, "overrides": overrides or {}, "threads": threads,
+                       "fuse": fuse})
     code = ("import json, sys; from algnet.profiling import measure; a = json.loads(sys.argv[1]); "
-            "print(json.dumps(measure(a['name'], tuple(a['size']), a['device'], a['repeats'], a['overrides'], a['threads'])))")
+            "print(json.dumps(measure(a['name'], tuple(a['size']), a['device'], a['repeats'], a['overrides'], a['threads'], a['fuse'])))")
     try:
         proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -313,15 +321,17 @@ def measure_in_subprocess(name: str, size: tuple[int, int], device: str, repeats
 
 
 def profile(models=PROFILE_MODELS, size=(720, 1280), mac_size=(256, 256), device: str = "cpu", repeats: int = 5,
-            latency: bool = True, timeout: float | None = None, threads: int | None = None, progress=None) -> list[ProfileRow]:
-    """Profiles each model: params and MACs always, latency and memory when ``latency``."""
+            latency: bool = True, timeout: float | None = None, threads: int | None = None, progress=None,
+            fuse: bool = True) -> list[ProfileRow]:
+    """Profiles each model: params and MACs (of the plain model) always, latency and memory (of the
+    fused copy unless not ``fuse``) when ``latency``."""
     rows = []
     for name in models:
         if progress:
             progress(name)
         row = profile_macs(name, mac_size)
         if latency:
-            m = measure_in_subprocess(name, size, device, repeats, timeout, threads=threads)
+            m = measure_in_subprocess(name, size, device, repeats, timeout, threads=threads, fuse=fuse)
             row.latency_s, row.peak_memory_bytes, row.weights_bytes = m["latency_s"], m["peak_memory_bytes"], m["weights_bytes"]
             row.graph_latency_s = m.get("graph_latency_s")
             row.size, row.device, row.scan_backend, row.threads = tuple(size), m["device"], m["scan_backend"], m["threads"]

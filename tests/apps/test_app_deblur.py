@@ -38,7 +38,7 @@ def test_formats_bit_depths_modes_sizes(tmp_path, capsys, checkpoint):
     code, out, err = run(capsys, *inputs, "-o", tmp_path / "out", "--checkpoint", checkpoint, "--device", "cpu")
     assert code == 0, err
     assert f"deblurred {len(CASES)} images" in out and str(tmp_path / "out") in out
-    model = algnet.load_checkpoint(checkpoint)
+    model = algnet.fuse(algnet.load_checkpoint(checkpoint))  # what `algnet deblur` runs
     for src in inputs:
         a, b = read_image(src), read_image(tmp_path / "out" / src.name)
         assert (b.mode, b.bit_depth, b.format, b.pixels.shape) == (a.mode, a.bit_depth, a.format, a.pixels.shape), src.name
@@ -115,12 +115,27 @@ def test_tlc_half_tile_flags_reach_the_model(tmp_path, capsys, checkpoint):
     src = make(tmp_path / "in" / "x.png", 3, 16, h=40, w=56)
     code, out, err = run(capsys, src, "-o", tmp_path / "out", "--checkpoint", checkpoint, "--tlc", "--half", "--tile", "32", "--overlap", "8")
     assert code == 0, err
-    model = algnet.load_checkpoint(checkpoint, tlc=True)
+    model = algnet.fuse(algnet.load_checkpoint(checkpoint, tlc=True))
     expected = to_integer(restore_pixels(model, read_image(src).pixels, tile=32, overlap=8, half=True), 16)
     plain = to_integer(restore_pixels(algnet.load_checkpoint(checkpoint), read_image(src).pixels), 16)
     got = to_integer(read_image(tmp_path / "out" / "x.png").pixels, 16)
     np.testing.assert_array_equal(got, expected)
     assert (got != plain).any()
+
+
+def test_no_fuse_runs_the_plain_model(tmp_path, capsys, checkpoint):
+    """--no-fuse: exactly the plain model's output; the fused default differs from it by at most
+    one 16-bit step here (float rounding)."""
+    src = make(tmp_path / "in" / "x.png", 3, 16)
+    code, _, err = run(capsys, src, "-o", tmp_path / "plain", "--checkpoint", checkpoint, "--no-fuse")
+    assert code == 0, err
+    code, _, err = run(capsys, src, "-o", tmp_path / "fused", "--checkpoint", checkpoint)
+    assert code == 0, err
+    pixels = read_image(src).pixels
+    plain = to_integer(read_image(tmp_path / "plain" / "x.png").pixels, 16).astype(np.int64)
+    np.testing.assert_array_equal(plain, to_integer(restore_pixels(algnet.load_checkpoint(checkpoint), pixels), 16))
+    fused = to_integer(read_image(tmp_path / "fused" / "x.png").pixels, 16).astype(np.int64)
+    assert np.abs(fused - plain).max() <= 1
 
 
 def test_cuda_only_flags_leave_cpu_runs_alone(tmp_path, capsys, checkpoint):

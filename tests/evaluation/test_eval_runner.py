@@ -110,7 +110,7 @@ def test_eval_dpdd_scores_unquantised_floats(tiny, tmp_path):
     out = tmp_path / "dpdd.json"
     assert main(["eval", str(config), "--checkpoint", str(ckpt), "--device", "cpu", "--quiet", "--json", str(out)]) == 0
     summary = json.loads(out.read_text())
-    model = algnet.load_checkpoint(ckpt)
+    model = algnet.fuse(algnet.load_checkpoint(ckpt))  # what `algnet eval` runs
     direct = [dpdd_metrics(run_model(model, (b >> 8).astype(np.float32) / 255, torch.device("cpu")),
                            (g >> 8).astype(np.float32) / 255) for b, g in raws]
     assert summary["protocol"] == "dpdd" and summary["lpips"] is None

@@ -80,29 +80,3 @@ def test_global_branch_matches_token_composition():
     expected = reference_mamba(g.mamba, F.layer_norm(tokens, (8,), g.norm.weight, g.norm.bias)).transpose(1, 2).reshape(2, 8, 5, 7)
     with torch.no_grad():
         torch.testing.assert_close(g(x), expected, rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("d_model,piece", [(40, 10), (40, None), (80, 7)])  # dt rank 3 (in the kernel) and 5 (matmul)
-def test_cpu_inference_in_pieces_equals_composition(d_model, piece, monkeypatch):
-    """Without autograd the cpu backend runs the layer in pieces of tokens, carrying the scan state
-    and the conv's inputs across pieces, with a low-rank dt_proj inside the scan kernel; it still
-    equals the plain composition."""
-    from algnet.models import mamba
-    from algnet.ops import scan_cpu
-
-    torch.manual_seed(0)
-    m = algnet.Mamba(d_model=d_model, d_state=8, scan_backend="cpu")
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    if piece is not None:
-        monkeypatch.setattr(mamba, "_PIECE_BYTES", piece * 8 * m.d_inner)  # pieces of `piece` tokens
-    calls = []
-    fused = scan_cpu.selective_scan_inference
-    monkeypatch.setattr(scan_cpu, "selective_scan_inference", lambda *a, **k: calls.append(k["dt_weight"] is not None) or fused(*a, **k))
-    x = torch.randn(2, 45, d_model, generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        got = m(x)
-    assert len(calls) == (1 if piece is None else -(-45 // piece))
-    assert all(calls) == (m.dt_rank <= mamba._KERNEL_DT_RANK)
-    torch.testing.assert_close(got, reference_mamba(m, x), rtol=1e-4, atol=1e-5)

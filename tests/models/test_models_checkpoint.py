@@ -11,7 +11,7 @@ import torch
 import algnet
 from algnet.models import CheckpointError, filter_official_state_dict, infer_model_config
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference"  # see tests/reference/README.md
 MANIFEST = json.loads((REFERENCE / "official_state_dict_manifest.json").read_text())
 VARIANT_OF = {"width32_default": "algnet", "width64_default": "algnet_b", "width32_nafnet_layout": "algnet_nafnet_layout"}
 TINY = dict(width=8, enc_blocks=(1, 1, 1, 1), mid_blocks=1, dec_blocks=(1, 1, 1, 1))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import algnet
 from algnet.models.tlc import LocalAvgPool, to_tlc
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference"  # see tests/reference/README.md
 TINY = dict(width=8, enc_blocks=(1, 1, 1, 1), mid_blocks=1, dec_blocks=(1, 1, 1, 1))
 
 
@@ -121,61 +121,3 @@ def test_tlc_windows_match_official_formula():
     assert by_stage["encoders.0"] == (384, 384)
     assert by_stage["middle_blks"] == (24, 24)
     assert by_stage["decoders.3"] == (384, 384) and by_stage["decoders.0"] == (48, 48)
-
-
-@pytest.mark.parametrize("aggregation", ["fa", "sum"])
-def test_fused_cpu_glue_equals_pytorch_path(aggregation, monkeypatch):
-    """Inference on the CPU runs the block's token LayerNorm and aggregation as fused kernels; with
-    autograd on, the same block takes the PyTorch ops. Both compute the same function."""
-    from algnet.models.algnet import ALGBlock
-    from algnet.ops import block_cpu
-
-    torch.manual_seed(0)
-    block = perturb(ALGBlock(16, aggregation, d_state=8)).eval()
-    x = torch.randn(2, 16, 11, 7)
-    calls = []
-    fused = block_cpu.aggregate_residual
-    monkeypatch.setattr(block_cpu, "aggregate_residual", lambda *a: calls.append(1) or fused(*a))
-    with torch.no_grad():
-        got = block(x)
-    assert calls, "the fused path did not run"
-    calls.clear()
-    want = block(x)  # autograd on: PyTorch ops
-    assert not calls and want.requires_grad
-    torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-5)
-
-
-def test_local_branch_folds_attention_into_conv():
-    """conv2(x * s) computed with s folded into conv2's weight (batch 1) equals the two-step form,
-    gradients included; a batch of 2 takes the two-step form."""
-    from algnet.models.algnet import LocalBranch
-
-    torch.manual_seed(0)
-    branch = perturb(LocalBranch(12))
-    for batch in (1, 2):
-        x = torch.randn(batch, 12, 9, 10, requires_grad=True)
-        got = branch(x)
-        want = branch.conv2(x * branch.conv1(branch.pool(x)))
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-        gx, gw = torch.autograd.grad(got.square().sum(), (x, branch.conv1.weight))
-        wx, ww = torch.autograd.grad(want.square().sum(), (x, branch.conv1.weight))
-        torch.testing.assert_close(gx, wx, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(gw, ww, rtol=1e-4, atol=1e-5)
-
-
-def test_hooked_modules_are_called_by_the_inference_path():
-    """The fused CPU paths skip calling some submodules; a forward hook on one of them turns the
-    fusion off, so the hook fires and the output is unchanged."""
-    from algnet.models.algnet import ALGBlock
-
-    torch.manual_seed(0)
-    block = perturb(ALGBlock(16, "fa", d_state=8)).eval()
-    x = torch.randn(1, 16, 9, 8)
-    with torch.no_grad():
-        fused = block(x)
-        seen = []
-        for module in (block.l_layer.conv2, block.g_layer.norm, block.aggregate, block.g_layer.mamba.in_proj):
-            handle = module.register_forward_hook(lambda m, i, o: seen.append(m))
-            torch.testing.assert_close(block(x), fused, rtol=1e-5, atol=1e-5)
-            handle.remove()
-            assert seen and seen[-1] is module

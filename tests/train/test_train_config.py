@@ -11,7 +11,8 @@ from algnet.errors import AlgnetError
 from algnet.train.config import (
     Config, DatasetConfig, apply_overrides, config_from_dict, config_to_dict, dump_config, list_configs, load_config,
 )
-from algnet.train.trainer import CosineFactor, ResumableSampler, cosine_factor
+from algnet.train.sampler import ResumableSampler
+from algnet.train.schedule import CosineFactor, cosine_factor
 
 PAPER_CONFIGS = ["gopro-algnet", "gopro-algnet-b", "realblur-j", "realblur-r", "dpdd"]
 ABLATIONS = {"gopro-nafnet32": "nafnet32", "gopro-algnet-no-local": "algnet_no_local",

@@ -104,7 +104,11 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 
 def add_gpu_arguments(parser) -> None:
-    """The CUDA options of ``algnet deblur`` and ``algnet eval`` (see :func:`algnet.inference.for_gpu`)."""
+    """The CUDA options of ``algnet deblur`` and ``algnet eval`` (see :func:`algnet.inference.for_gpu`),
+    and ``--no-fuse``."""
+    from ..inference import add_inference_arguments
+
+    add_inference_arguments(parser)
     parser.add_argument("--no-cuda-graph", action="store_true",
                         help="on CUDA, run eagerly instead of replaying one captured CUDA graph per image size")
     parser.add_argument("--tf32", action="store_true",
@@ -149,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         raise AlgnetError(f"{out_dir}: exists and is not a folder")
     jobs = plan_outputs(collect_inputs(args.inputs), out_dir, args.suffix, args.overwrite)
     device = resolve_device(args.device)
-    model = load_model(args.checkpoint, name=args.model, device=device, tlc=args.tlc)
+    model = load_model(args.checkpoint, name=args.model, device=device, tlc=args.tlc, fuse=not args.no_fuse)
     model = for_gpu(model, device, cuda_graph=not args.no_cuda_graph, tf32=args.tf32)
 
     start = time.perf_counter()

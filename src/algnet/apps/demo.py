@@ -19,6 +19,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--checkpoint", default=None, help="weights to use instead of the bundled checkpoint")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic blur (default 0)")
+    from ..inference import add_inference_arguments
+
+    add_inference_arguments(p)
     p.add_argument("--images", type=int, default=4, help="held-out photos shaken with different paths (default 4)")
     p.add_argument("--level", default="medium", choices=("mild", "medium", "strong"),
                    help="camera-shake strength: mild 3-7 px, medium 7-15 px (default), strong 15-25 px")
@@ -74,6 +77,7 @@ def run(args) -> int:
     from ..errors import AlgnetError
     from ..evaluation.shake import shake_items
     from ..imageio import atomic_write_bytes, read_image, write_image
+    from ..deploy import fuse
     from ..inference import default_checkpoint_path, resolve_device, restore
     from ..models import load_checkpoint
 
@@ -82,6 +86,7 @@ def run(args) -> int:
     start = time.perf_counter()
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint or default_checkpoint_path()).to(device).eval()
+    model = model if args.no_fuse else fuse(model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

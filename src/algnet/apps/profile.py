@@ -34,6 +34,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs after warm-up (GPU: one full-size pass; CPU: a 32x32 pass for JIT, then one untimed full-size pass); the median is reported (default 5)")
     p.add_argument("--no-latency", action="store_true", help="params and MACs only")
+    p.add_argument("--no-fuse", action="store_true", help="time the plain model instead of its fused inference copy (algnet.fuse)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads for timing (default: torch's)")
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="give up timing one model after S seconds")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device)) if not args.no_latency else "cpu"
     rows = profile(
         args.models, size=args.size, mac_size=args.mac_size, device=device, repeats=args.repeats,
-        latency=not args.no_latency, timeout=args.timeout, threads=args.threads,
+        latency=not args.no_latency, timeout=args.timeout, threads=args.threads, fuse=not args.no_fuse,
         progress=lambda name: print(f"profiling {name} ...", file=sys.stderr, flush=True),
     )
     print(rows_to_json(rows) if args.json else format_table(rows))

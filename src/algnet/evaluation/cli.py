@@ -114,6 +114,7 @@ def run_shake_eval(args) -> int:
     import json
 
     from ..data.shake import LEVELS
+    from ..deploy import fuse
     from ..errors import AlgnetError
     from ..imageio import atomic_write_bytes
     from ..inference import for_gpu, resolve_device, restore_pixels
@@ -129,8 +130,8 @@ def run_shake_eval(args) -> int:
     device = resolve_device(args.device)
     methods = {}
     for ckpt in args.checkpoint or []:
-        model = for_gpu(load_checkpoint(ckpt, tlc=args.tlc).to(device).eval(), device,
-                        cuda_graph=not args.no_cuda_graph, tf32=args.tf32)
+        model = load_checkpoint(ckpt, tlc=args.tlc).to(device).eval()
+        model = for_gpu(model if args.no_fuse else fuse(model), device, cuda_graph=not args.no_cuda_graph, tf32=args.tf32)
         name = Path(ckpt).name
         methods[name] = lambda x, m=model: restore_pixels(m, x, device, half=device.type == "cuda" and not args.fp32)
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr))
@@ -144,6 +145,7 @@ def run_shake_eval(args) -> int:
 
 
 def run_eval(args) -> int:
+    from ..deploy import fuse
     from ..errors import AlgnetError
     from ..inference import for_gpu, resolve_device
     from ..models import load_checkpoint
@@ -157,6 +159,7 @@ def run_eval(args) -> int:
     config = load_eval_config(args.config)
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint, tlc=args.tlc).to(device).eval()
+    model = model if args.no_fuse else fuse(model)
     model = for_gpu(model, device, cuda_graph=not args.no_cuda_graph, tf32=args.tf32)
     half = not args.fp32
     result, items = evaluate(model, config, device, args.save_images, half, progress=not args.quiet)

@@ -4,7 +4,8 @@ Gao et al., "Learning Enriched Features via Selective State Spaces Model for Eff
 Deblurring", ACM MM 2024 (https://arxiv.org/abs/2405.20793). Follows the official code
 (github.com/Tombs98/ALGNet, ``algnet.py``) so its checkpoints load (see :mod:`.checkpoint`),
 except that the feature aggregation starts as the paper's ``F_G + W F_L`` with W = 1, and that
-every output is cropped back to the input's size.
+every output is cropped back to the input's size. For fast inference convert a copy with
+:func:`algnet.fuse`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import (
-    GlobalAvgPool, LayerNorm2d, SimpleGate, add_scaled_conv, conv_of_scaled, conv_without_bias, crop_to, glue_kernels, pad_to_multiple,
-    unobserved,
-)
+from .layers import GlobalAvgPool, LayerNorm2d, SimpleGate, crop_to, pad_to_multiple
 from .mamba import Mamba
 
 AGGREGATIONS = ("fa", "sum", "concat", "global", "local")
@@ -50,7 +48,7 @@ class LocalBranch(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv_of_scaled(self.conv2, x, self.conv1(self.pool(x)))  # attention (B, C, 1, 1); per pixel under TLC
+        return self.conv2(x * self.conv1(self.pool(x)))  # attention (B, C, 1, 1); per pixel under TLC
 
 
 class FeatureAggregation(nn.Module):
@@ -114,38 +112,9 @@ class ALGBlock(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        folds = self._bias_folding(x)
-        xs = self._spatial(x, folds)  # spatial features X^s
-        kernels = self._glue(x, xs)
-        y = self._fused_residual(x, xs, kernels, folds) if kernels is not None else x + self._aggregated(xs)
-        return self._channel_mix(y, folds)  # y + beta * conv5(sg(conv4(norm2(y))))
-
-    def _bias_folding(self, x: torch.Tensor):
-        """The GPU glue kernels (block_triton) when they may take over the 1x1 convolutions' biases
-        and the gates (inference, no hook on the modules skipped); else None."""
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
-            return None
-        kernels = glue_kernels(x)
-        if kernels is None or not getattr(kernels, "FOLDS_CONV_BIAS", False):
-            return None
-        return kernels if unobserved(self.conv1, self.conv2, self.sg, self.conv4, self.conv5) else None
-
-    def _spatial(self, x: torch.Tensor, folds) -> torch.Tensor:
-        """``sg(conv2(conv1(norm1(x))))``; with ``folds``, conv1 without its bias, then the depthwise
-        conv2 and the gate in one kernel that adds conv1's bias (:func:`algnet.ops.block_triton.dwconv3x3_gate`)."""
-        if folds is None:
-            return self.sg(self.conv2(self.conv1(self.norm1(x))))
-        y = conv_without_bias(self.conv1, self.norm1(x))
-        return folds.dwconv3x3_gate(y, self.conv2.weight, self.conv2.bias, pre_bias=self.conv1.bias)
-
-    def _channel_mix(self, y: torch.Tensor, folds) -> torch.Tensor:
-        """``y + beta * conv5(sg(conv4(norm2(y))))``, beta folded into conv5; with ``folds`` the biases
-        are added by the gate and the residual kernels."""
-        if folds is None:
-            return add_scaled_conv(y, self.beta, self.conv5, self.sg(self.conv4(self.norm2(y))))
-        h = folds.gate(conv_without_bias(self.conv4, self.norm2(y)), self.conv4.bias)
-        out = conv_without_bias(self.conv5, h, self.beta).contiguous()
-        return folds.add_bias_residual_(out, y, None if self.conv5.bias is None else self.conv5.bias * self.beta.reshape(-1))
+        xs = self.sg(self.conv2(self.conv1(self.norm1(x))))  # spatial features X^s
+        y = x + self._aggregated(xs)  # x + F_A
+        return y + self.beta * self.conv5(self.sg(self.conv4(self.norm2(y))))
 
     def _aggregated(self, xs: torch.Tensor) -> torch.Tensor:
         """F_A from the spatial features."""
@@ -154,39 +123,6 @@ class ALGBlock(nn.Module):
         if self.l_layer is None:
             return self.g_layer(xs)
         return self.aggregate(self.g_layer(xs), self.l_layer(xs))
-
-    def _glue(self, x: torch.Tensor, xs: torch.Tensor):
-        """The fused glue kernels (block_cpu or block_triton) for the paper's and the sum aggregation
-        at inference, or None for the plain path."""
-        if self.g_layer is None or self.l_layer is None or self.aggregation not in ("fa", "sum"):
-            return None
-        if not unobserved(self.g_layer, self.g_layer.norm, self.aggregate):  # the modules the fused path skips
-            return None
-        if torch.is_grad_enabled() and (x.requires_grad or xs.requires_grad or any(p.requires_grad for p in self.parameters())):
-            return None
-        kernels = glue_kernels(x)
-        if kernels is None or glue_kernels(xs) is not kernels or x.device != xs.device:
-            return None
-        if x.device.type == "cpu" and (x.dtype != torch.float32 or xs.dtype != torch.float32):  # numba: float32 only
-            return None
-        return kernels
-
-    def _fused_residual(self, x: torch.Tensor, xs: torch.Tensor, kernels, folds=None) -> torch.Tensor:
-        """``x + F_A`` as :meth:`_aggregated` computes it, with the token LayerNorm and the aggregation
-        each one pass that transposes on the fly (:mod:`algnet.ops.block_cpu`, :mod:`algnet.ops.block_triton`)."""
-        norm = self.g_layer.norm
-        # float32 tokens, as GlobalBranch's x.float() (the branch computes in float32 under autocast)
-        tokens = kernels.layernorm_to_tokens(xs, norm.weight, norm.bias, norm.eps, out_dtype=torch.promote_types(xs.dtype, torch.float32))
-        f_g = self.g_layer.mamba(tokens)  # (B, H*W, C)
-        if isinstance(self.aggregate, FeatureAggregation):
-            g, w = self.aggregate.g, self.aggregate.w
-        else:
-            g = w = torch.ones(x.shape[1], device=x.device)
-        local = self.l_layer
-        if folds is not None and unobserved(local, local.conv2):  # conv2's bias goes to the aggregation kernel
-            f_l = conv_without_bias(local.conv2, xs, s=local.conv1(local.pool(xs)))
-            return kernels.aggregate_residual(x, f_g, f_l, g, w, local_bias=local.conv2.bias)
-        return kernels.aggregate_residual(x, f_g, self.l_layer(xs), g, w)
 
 
 class BasicConv(nn.Module):

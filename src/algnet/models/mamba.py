@@ -4,7 +4,7 @@ Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces", 20
 (https://arxiv.org/abs/2312.00752); interface of ``mamba_ssm/modules/mamba_simple.py``.
 Checkpoints written for mamba_ssm.Mamba load into this module unchanged. The selective scan runs
 through :func:`algnet.ops.selective_scan`, so the fast CPU and GPU backends need no compiled
-extension.
+extension; :func:`algnet.fuse` converts the layer for inference.
 
 Glossary: B batch, L tokens, D d_model, E d_inner = expand * D, N d_state, R dt_rank, K d_conv.
 """
@@ -18,14 +18,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import selective_scan
-from .layers import glue_kernels, unobserved
-
-# Up to this dt rank the cpu kernel forms delta = dt_proj(dt) itself on CPU inference. Side by side
-# (benchmarks/block_cpu.py, 2 cores) against the projection by matmul and the plain scan: rank 2
-# 1.19x, 4 1.11x, 8 1.01x, 16 0.70x, 32 0.52x (R multiply-adds per element cost more than the store).
-_KERNEL_DT_RANK = 4
-_PIECE_BYTES = 16 << 20  # in_proj output per piece of tokens on CPU inference
-
 
 class Mamba(nn.Module):
     """Selective state-space layer, (B, L, D) -> (B, L, D), computed in float32 under autocast."""
@@ -56,7 +48,7 @@ class Mamba(nn.Module):
         self.d_inner = int(expand * d_model)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
         self.layer_idx = layer_idx
-        self.use_fast_path = use_fast_path  # kept for interface parity; every path here is fused
+        self.use_fast_path = use_fast_path  # kept for interface parity with mamba_ssm
         self.scan_backend = scan_backend
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
@@ -93,11 +85,8 @@ class Mamba(nn.Module):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         # Channels-last throughout: every projection reads and writes (B, L, *) rows, and the scan
-        # takes (B, E, L) *views* of that memory (the cpu backend and the triton backend's default
-        # forward keep their strides and return y channels-last), so the layer makes no transposed
-        # copy of any (B, L, E) tensor.
-        if self._cpu_inference(x):
-            return self._forward_cpu_pieces(x)
+        # takes (B, E, L) *views* of that memory (the cpu and triton backends keep their strides and
+        # return y channels-last), so the layer makes no transposed copy of any (B, L, E) tensor.
         xz = self.in_proj(x)  # (B, L, 2E)
         x, z = xz.split(self.d_inner, dim=-1)  # (B, L, E) views
         x = self._conv_silu(x)  # (B, L, E)
@@ -111,63 +100,10 @@ class Mamba(nn.Module):
         )  # (B, E, L)
         return self.out_proj(y.transpose(1, 2))  # (B, L, D)
 
-    def _forward_cpu_pieces(self, x: torch.Tensor) -> torch.Tensor:
-        """CPU inference, the same function as :meth:`_forward`'s plain path, in pieces of tokens.
-
-        The scan's state and the conv's last K - 1 inputs carry over from piece to piece, and each
-        piece's intermediates stay near _PIECE_BYTES: the allocator then reuses them from its heap
-        instead of mapping fresh pages (first-touch faults cost ~0.15 ms/MB here) and they stay in
-        cache. Fused kernels do the conv + silu in one pass and, for a low dt rank, dt_proj inside the scan.
-        """
-        from ..ops.scan_cpu import causal_conv1d_silu, selective_scan_inference
-
-        nb, length, _ = x.shape
-        e, k = self.d_inner, self.d_conv
-        step = max(1, _PIECE_BYTES // (8 * e))  # tokens per piece: in_proj writes 2E floats per token
-        A = -torch.exp(self.A_log.float())  # (E, N)
-        taps = self.conv1d.weight[:, 0, :]  # (E, K)
-        in_kernel = self.dt_rank <= _KERNEL_DT_RANK
-        state = torch.zeros(nb, e, self.d_state)  # (B, E, N)
-        out = torch.empty(nb, length, self.d_model)
-        for start in range(0, length, step):
-            lo = max(0, start - (k - 1))  # the conv's inputs before the piece, recomputed
-            xz = self.in_proj(x[:, lo : start + step])  # (B, l, 2E)
-            u = causal_conv1d_silu(xz[..., :e], taps, self.conv1d.bias)[:, start - lo :]  # (B, l', E)
-            z = xz[:, start - lo :, e:]
-            dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-            if not in_kernel:
-                dt = dt @ self.dt_proj.weight.t()  # (B, l', E)
-            y = selective_scan_inference(
-                u.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
-                z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                dt_weight=self.dt_proj.weight if in_kernel else None, state=state,
-            )  # (B, E, l')
-            out[:, start : start + step] = self.out_proj(y.transpose(1, 2))
-        return out
-
-    def _cpu_inference(self, x: torch.Tensor) -> bool:
-        """No gradient is needed and the scan resolves to the numba kernels: the fused paths apply."""
-        if type(x) is not torch.Tensor or x.device.type != "cpu":  # fake or subclassed tensors: the plain path
-            return False
-        if not unobserved(self.in_proj, self.x_proj, self.out_proj):  # hooks would see one call per piece
-            return False
-        if (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))):
-            return False
-        from ..ops import BackendUnavailable, resolve_backend
-
-        try:
-            return resolve_backend(self.scan_backend, x.device) == "cpu"
-        except BackendUnavailable:  # the plain path raises the same clear error
-            return False
-
     def _conv_silu(self, x: torch.Tensor) -> torch.Tensor:
-        """silu(causal depthwise conv1d) of channels-last tokens (B, L, E) -> (B, L, E)."""
+        """silu(causal depthwise conv1d) of channels-last tokens (B, L, E) -> (B, L, E): conv1d's
+        function without its (B, E, L) copies in and out."""
         weight = self.conv1d.weight[:, 0, :]  # (E, K)
-        if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
-            from ..ops import block_triton
-
-            if glue_kernels(x) is block_triton:  # one pass instead of a padded copy and 2K + 2 passes
-                return block_triton.causal_conv1d_silu(x, weight, self.conv1d.bias)
         k, length = self.d_conv, x.shape[1]
         xp = F.pad(x, (0, 0, k - 1, 0))  # (B, L + K - 1, E), causal left padding
         out = xp[:, k - 1 :] * weight[:, k - 1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import GlobalAvgPool, LayerNorm2d, SimpleGate, add_scaled_conv, crop_to, pad_to_multiple
+from .layers import GlobalAvgPool, LayerNorm2d, SimpleGate, crop_to, pad_to_multiple
 
 
 class NAFBlock(nn.Module):
@@ -30,10 +30,19 @@ class NAFBlock(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
         self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xs = self.sg(self.conv2(self.conv1(self.norm1(x))))
-        y = add_scaled_conv(x, self.beta, self.conv3, xs, self.sca(xs))  # x + beta * conv3(xs * sca(xs))
-        return add_scaled_conv(y, self.gamma, self.conv5, self.sg(self.conv4(self.norm2(y))))  # y + gamma * conv5(.)
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(inp)
+        x = self.conv1(x)
+        x = self.conv2(x)
+        x = self.sg(x)
+        x = x * self.sca(x)
+        x = self.conv3(x)
+        y = inp + x * self.beta
+
+        x = self.conv4(self.norm2(y))
+        x = self.sg(x)
+        x = self.conv5(x)
+        return y + x * self.gamma
 
 
 class NAFNet(nn.Module):

@@ -1,4 +1,4 @@
-"""The training loop: the paper's recipe (DESIGN.md section 5), resumable bit for bit, on 1..N processes.
+"""The training loop: the paper's recipe (docs/DESIGN.md section 5), resumable bit for bit, on 1..N processes.
 
 One optimizer step per global batch: Adam, a per-step cosine schedule from ``optim.lr`` to
 ``optim.min_lr``, optional autocast (bf16, or fp16 with a gradient scaler), gradient clipping and
@@ -21,8 +21,6 @@ that was never stopped.
 
 from __future__ import annotations
 
-import copy
-import itertools
 import json
 import math
 import os
@@ -44,9 +42,11 @@ from ..fileio import atomic_path
 from . import distributed as dist_utils
 from .config import Config, DatasetConfig, config_from_dict, config_to_dict, dump_config
 from .distributed import DistContext
+from .ema import EMA
+from .sampler import ResumableSampler
+from .schedule import CosineFactor
 
-__all__ = ["Trainer", "TrainResult", "train", "build_model", "build_dataset", "cosine_factor", "EMA",
-           "ResumableSampler", "validate", "NonFiniteLossError"]
+__all__ = ["Trainer", "TrainResult", "train", "build_model", "build_dataset", "validate", "NonFiniteLossError"]
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _tensorboard_warned = False
@@ -116,78 +116,6 @@ def build_dataset(spec: DatasetConfig, seed: int, root: str | None = None) -> to
         keep = np.linspace(0, len(pairs) - 1, spec.max_images).round().astype(int)  # evenly spaced subset
         pairs = [pairs[i] for i in keep]
     return PairedImageDataset(pairs, crop_size=spec.crop_size, flips=spec.flips, seed=seed)
-
-
-class CosineFactor:
-    """``LambdaLR`` factor of a cosine decay from ``lr`` to ``min_lr`` over ``total`` steps.
-
-    A class rather than a closure so the scheduler's state_dict stays plain data.
-    """
-
-    def __init__(self, lr: float, min_lr: float, total: int):
-        self.lr, self.min_lr, self.total = lr, min_lr, total
-
-    def __call__(self, step: int) -> float:
-        return cosine_factor(step, self.lr, self.min_lr, self.total)
-
-
-def cosine_factor(step: int, lr: float, min_lr: float, total: int) -> float:
-    """lr(step) / lr for ``lr(t) = min_lr + (lr - min_lr) * (1 + cos(pi * t / total)) / 2``."""
-    t = min(step, total) / total
-    return (min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * t))) / lr
-
-
-class EMA:
-    """Exponential moving average of a model's weights (``ema = decay * ema + (1 - decay) * w``).
-
-    The averaged copy keeps the source's ``model_config``, so it exports like the model itself.
-    """
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.module = copy.deepcopy(model).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for avg, cur in zip(self.module.state_dict().values(), model.state_dict().values()):
-            if avg.dtype.is_floating_point:
-                avg.lerp_(cur, 1.0 - self.decay)
-            else:
-                avg.copy_(cur)
-
-    def state_dict(self) -> dict:
-        return self.module.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state)
-
-
-class ResumableSampler(torch.utils.data.Sampler):
-    """``DistributedSampler``'s order (a permutation seeded by seed + epoch, split across ranks),
-    started ``start_batch`` batches into the epoch so a resumed run takes the batches it missed.
-
-    With ``drop_last`` every rank gets the same number of samples, and the batches of N ranks
-    together hold exactly the samples of one process's batch of N times the size.
-    """
-
-    def __init__(self, dataset, world_size: int, rank: int, seed: int, per_rank_batch: int):
-        self.inner = torch.utils.data.DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
-                                                         seed=seed, drop_last=True)
-        self.per_rank_batch = per_rank_batch
-        self.skip = 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.inner.set_epoch(epoch)
-        self.skip = start_batch * self.per_rank_batch
-
-    def batches_per_epoch(self) -> int:
-        return len(self.inner) // self.per_rank_batch
-
-    def __iter__(self):
-        return itertools.islice(iter(self.inner), self.skip, None)
-
-    def __len__(self) -> int:
-        return max(0, len(self.inner) - self.skip)
 
 
 def _ignore_sigint(_worker_id: int) -> None:

@@ -1,6 +1,7 @@
-"""Fused Triton kernels for the glue around an ALGBlock's Mamba layer on the GPU, for inference.
+"""The glue around an ALGBlock's Mamba layer on the GPU, for inference: Triton kernels.
 
-The GPU counterpart of :mod:`algnet.ops.block_cpu`, with the same functions. In eager PyTorch each
+The same functions as :mod:`algnet.ops.glue_ref` (the PyTorch reference) and
+:mod:`algnet.ops.glue_cpu`, with the same signatures and results. In eager PyTorch each
 of these is several kernels, each a full pass over memory: NAFNet's LayerNorm2d is a mean, a
 subtraction, a square, a second mean, an rsqrt and three scalings; the global branch's token
 LayerNorm needs a transposed copy first, and its output a transposed copy back before the feature
@@ -23,9 +24,9 @@ cuDNN convolutions add their bias as a separate broadcast pass over the output (
 such launches took 6.0 of 64 ms of one ALGNet forward at 1280x720). The blocks therefore run their
 1x1 convolutions without bias on the GPU and the kernel that reads each output adds it: the
 ``pre_bias`` of :func:`dwconv3x3_gate`, the ``bias`` of :func:`gate` and :func:`add_bias_residual_`,
-the ``local_bias`` of :func:`aggregate_residual`. ``FOLDS_CONV_BIAS`` tells the model so.
+the ``local_bias`` of :func:`aggregate_residual`.
 
-They leave autograd alone: the model calls them only when no gradient is needed. Arithmetic is in
+They leave autograd alone: the fused inference modules (:func:`algnet.fuse`) call them. Arithmetic is in
 float32 whatever the storage dtype (float64 if the input is float64). Triton is imported lazily;
 on CPU tensors the kernels run only in Triton's interpreter (TRITON_INTERPRET=1, for tests).
 
@@ -42,7 +43,6 @@ import torch
 
 _TILE_ELEMENTS = 4096  # (C, pixels) elements per program: 16 KB of float32 in registers
 _ROW_BLOCK = 1024  # pixels per program of the row-wise kernels (gate, bias_residual)
-FOLDS_CONV_BIAS = True  # the models may leave a convolution's bias to the kernel that reads its output
 
 
 def is_available() -> tuple[bool, str]:
@@ -329,7 +329,7 @@ def aggregate_residual(x: torch.Tensor, tokens: torch.Tensor, local: torch.Tenso
 
 
 def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """The GPU twin of :func:`algnet.ops.scan_cpu.causal_conv1d_silu`: the same arguments and
+    """The GPU twin of :func:`algnet.ops.glue_ref.causal_conv1d_silu`: the same arguments and
     result, ``silu(bias + sum_k weight[:, k] * x[t - K + 1 + k])`` for (B, L, E) tokens with unit
     stride over E, written (B, L, E) contiguous in x's dtype."""
     _check(x, "x", 3)

@@ -1,10 +1,10 @@
-"""Fused Triton glue kernels (algnet.ops.block_triton) against PyTorch's ops, in Triton's interpreter.
+"""Fused Triton glue kernels (algnet.ops.glue_triton) against PyTorch's ops, in Triton's interpreter.
 
 No GPU in CI: the kernels run on CPU tensors under TRITON_INTERPRET=1 (tests/conftest.py sets it
 before triton is imported). References are computed in float64 with PyTorch's own LayerNorm,
 conv1d and SiLU, so the kernels are checked against well-kept implementations, not against a copy
-of their own arithmetic. The model-level test routes an ALGBlock through these kernels on the CPU
-and compares it with the plain PyTorch path of the same block.
+of their own arithmetic. tests/ops/test_glue.py compares every function with
+:mod:`algnet.ops.glue_ref`, and tests/test_fuse.py the fused networks with the plain ones.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ triton = pytest.importorskip("triton")
 
 from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
-from algnet.ops import block_triton  # noqa: E402
+from algnet.ops import glue_triton  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not isinstance(triton.language.standard.sum, InterpretedFunction),
@@ -53,11 +53,11 @@ def test_layernorm2d_and_tokens_match_layer_norm(dtype, shape):
     tokens_ref = F.layer_norm(x.double().flatten(2).transpose(1, 2), (c,), weight.double(), bias.double(), 1e-6)
     map_ref = tokens_ref.transpose(1, 2).reshape(shape)
 
-    got = block_triton.layernorm2d(x, weight, bias, 1e-6)
+    got = glue_triton.layernorm2d(x, weight, bias, 1e-6)
     assert got.dtype == dtype and got.shape == shape and got.is_contiguous()
     _close(got, map_ref, dtype)
 
-    tokens = block_triton.layernorm_to_tokens(x, weight, bias, 1e-6, out_dtype=torch.promote_types(dtype, torch.float32))
+    tokens = glue_triton.layernorm_to_tokens(x, weight, bias, 1e-6, out_dtype=torch.promote_types(dtype, torch.float32))
     assert tokens.shape == (b, h * w, c) and tokens.dtype == torch.promote_types(dtype, torch.float32)
     _close(tokens, tokens_ref, torch.float32 if dtype == torch.bfloat16 else dtype)
 
@@ -68,12 +68,12 @@ def test_layernorm_reads_strided_input_and_wide_channels():
     x = torch.randn(1, 6, 5, 512, generator=g).permute(0, 3, 1, 2)  # (1, 512, 6, 5), not contiguous
     weight, bias = _params(512, 4)
     ref = F.layer_norm(x.double().permute(0, 2, 3, 1), (512,), weight.double(), bias.double(), 1e-5).permute(0, 3, 1, 2)
-    _close(block_triton.layernorm2d(x, weight, bias, 1e-5), ref, torch.float32)
+    _close(glue_triton.layernorm2d(x, weight, bias, 1e-5), ref, torch.float32)
 
 
 def test_constant_pixel_gives_the_bias():
     weight, bias = _params(5, 5)
-    got = block_triton.layernorm2d(torch.full((1, 5, 2, 3), 4.0), weight, bias, 1e-6)
+    got = glue_triton.layernorm2d(torch.full((1, 5, 2, 3), 4.0), weight, bias, 1e-6)
     torch.testing.assert_close(got, bias.view(1, 5, 1, 1).expand(1, 5, 2, 3), rtol=0, atol=1e-6)
 
 
@@ -86,12 +86,12 @@ def test_aggregate_residual_matches_pytorch(dtype):
     tokens = torch.randn(b, h * w, c, generator=g)  # the global branch's float32 output
     scale_g, scale_w = torch.randn(1, c, 1, 1, generator=g), torch.randn(1, c, 1, 1, generator=g)
     want = x + (scale_g * tokens.transpose(1, 2).reshape(b, c, h, w) + scale_w * local)
-    got = block_triton.aggregate_residual(x, tokens, local, scale_g, scale_w)
+    got = glue_triton.aggregate_residual(x, tokens, local, scale_g, scale_w)
     assert got.dtype == want.dtype and got.shape == want.shape
     ref = x.double() + scale_g.double() * tokens.double().transpose(1, 2).reshape(b, c, h, w) + scale_w.double() * local.double()
     _close(got, ref, torch.float64 if dtype == torch.float64 else torch.float32)
     local_bias = torch.randn(c, generator=g)  # the local conv's bias, added here instead of in the conv
-    got = block_triton.aggregate_residual(x, tokens, local, scale_g, scale_w, local_bias=local_bias)
+    got = glue_triton.aggregate_residual(x, tokens, local, scale_g, scale_w, local_bias=local_bias)
     _close(got, ref + scale_w.double() * local_bias.double().view(1, c, 1, 1), torch.float64 if dtype == torch.float64 else torch.float32)
 
 
@@ -108,7 +108,7 @@ def test_causal_conv1d_silu_matches_conv1d(dtype, length, taps, bias):
     conv = F.conv1d(x.double().transpose(1, 2), weight.double().unsqueeze(1), None if b is None else b.double(),
                     padding=taps - 1, groups=e)[..., :length]
     want = F.silu(conv).transpose(1, 2)
-    got = block_triton.causal_conv1d_silu(x, weight, b)
+    got = glue_triton.causal_conv1d_silu(x, weight, b)
     assert got.shape == (2, length, e) and got.is_contiguous() and got.dtype == dtype
     _close(got, want, dtype)
 
@@ -116,73 +116,22 @@ def test_causal_conv1d_silu_matches_conv1d(dtype, length, taps, bias):
 def test_bad_inputs_raise_clear_errors():
     x = torch.randn(1, 4, 3, 3)
     with pytest.raises(ValueError, match="4 dimensions"):
-        block_triton.layernorm2d(x[0], torch.ones(4), torch.zeros(4), 1e-6)
+        glue_triton.layernorm2d(x[0], torch.ones(4), torch.zeros(4), 1e-6)
     with pytest.raises(ValueError, match="weight must have 4 elements"):
-        block_triton.layernorm2d(x, torch.ones(5), torch.zeros(4), 1e-6)
+        glue_triton.layernorm2d(x, torch.ones(5), torch.zeros(4), 1e-6)
     with pytest.raises(ValueError, match="shapes disagree"):
-        block_triton.aggregate_residual(x, torch.randn(1, 8, 4), x, torch.ones(4), torch.ones(4))
+        glue_triton.aggregate_residual(x, torch.randn(1, 8, 4), x, torch.ones(4), torch.ones(4))
     with pytest.raises(ValueError, match=r"weight must be \(E, K\)"):
-        block_triton.causal_conv1d_silu(torch.randn(1, 5, 4), torch.randn(3, 4), None)
+        glue_triton.causal_conv1d_silu(torch.randn(1, 5, 4), torch.randn(3, 4), None)
     with pytest.raises(RuntimeError, match="floating CUDA tensor"):
-        block_triton.layernorm2d(x.to(torch.int32), torch.ones(4), torch.zeros(4), 1e-6)
+        glue_triton.layernorm2d(x.to(torch.int32), torch.ones(4), torch.zeros(4), 1e-6)
 
 
 def test_not_usable_on_cpu_outside_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    assert not block_triton.usable(torch.randn(2))
+    assert not glue_triton.usable(torch.randn(2))
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
-        block_triton.causal_conv1d_silu(torch.randn(1, 3, 2), torch.randn(2, 4), None)
-
-
-@pytest.mark.parametrize("aggregation", ["fa", "sum"])
-def test_algblock_with_triton_glue_equals_pytorch_path(aggregation, monkeypatch):
-    """An ALGBlock whose glue (both LayerNorm2d, token LayerNorm, aggregation, the Mamba conv) runs
-    in these kernels computes the same function as its PyTorch path; ALGNET_FUSED_GLUE=0 turns
-    the kernels off."""
-    from algnet.models import algnet as algnet_module
-    from algnet.models import layers, mamba
-    from algnet.models.algnet import ALGBlock
-
-    torch.manual_seed(0)
-    block = ALGBlock(16, aggregation, d_state=8).eval()
-    with torch.no_grad():
-        for p in block.parameters():
-            p.add_(0.1 * torch.randn(p.shape))
-    block.g_layer.mamba.scan_backend = "chunked"  # the plain Mamba path, where the conv kernel sits
-    x = torch.randn(2, 16, 7, 9)
-    monkeypatch.setenv(layers.FUSED_GLUE_ENV, "0")
-    with torch.no_grad():
-        want = block(x)  # PyTorch's ops throughout
-    monkeypatch.delenv(layers.FUSED_GLUE_ENV)
-
-    calls = []
-
-    def route(t):
-        if layers.os.environ.get(layers.FUSED_GLUE_ENV, "1") == "0":
-            return None
-        calls.append(1)
-        return block_triton
-
-    for module in (algnet_module, layers, mamba):
-        monkeypatch.setattr(module, "glue_kernels", route)
-    spies = {}
-    names = ("layernorm2d", "layernorm_to_tokens", "aggregate_residual", "causal_conv1d_silu", "dwconv3x3_gate", "gate",
-             "add_bias_residual_")
-    for name in names:
-        fn = getattr(block_triton, name)
-        monkeypatch.setattr(block_triton, name, lambda *a, _fn=fn, _n=name, **k: spies.setdefault(_n, []).append(1) or _fn(*a, **k))
-    with torch.no_grad():
-        got = block(x)
-    assert set(spies) == set(names)
-    assert len(spies["layernorm2d"]) == 2
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-
-    spies.clear()
-    monkeypatch.setenv(layers.FUSED_GLUE_ENV, "0")
-    with torch.no_grad():
-        again = block(x)
-    assert not spies
-    torch.testing.assert_close(again, want, rtol=0, atol=0)
+        glue_triton.causal_conv1d_silu(torch.randn(1, 3, 2), torch.randn(2, 4), None)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -196,11 +145,11 @@ def test_dwconv3x3_gate_matches_conv2d_and_gate(dtype, shape, bias):
     b = torch.randn(c2, generator=g, dtype=dtype) if bias else None
     conv = F.conv2d(y.double(), weight.double(), None if b is None else b.double(), padding=1, groups=c2)
     want = conv[:, : c2 // 2] * conv[:, c2 // 2 :]
-    got = block_triton.dwconv3x3_gate(y, weight, b)
+    got = glue_triton.dwconv3x3_gate(y, weight, b)
     assert got.shape == want.shape and got.dtype == dtype and got.is_contiguous()
     _close(got, want, dtype)
     with pytest.raises(ValueError, match="even channel count"):
-        block_triton.dwconv3x3_gate(torch.randn(1, 3, 4, 4, dtype=dtype), torch.randn(3, 1, 3, 3, dtype=dtype), None)
+        glue_triton.dwconv3x3_gate(torch.randn(1, 3, 4, 4, dtype=dtype), torch.randn(3, 1, 3, 3, dtype=dtype), None)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -211,7 +160,7 @@ def test_dwconv3x3_gate_pre_bias_is_the_previous_convs_bias(dtype):
     weight, bias, pre = (torch.randn(6, 1, 3, 3, generator=g, dtype=dtype), torch.randn(6, generator=g, dtype=dtype),
                          torch.randn(6, generator=g, dtype=dtype))
     conv = F.conv2d(y.double() + pre.double().view(1, 6, 1, 1), weight.double(), bias.double(), padding=1, groups=6)
-    _close(block_triton.dwconv3x3_gate(y, weight, bias, pre_bias=pre), conv[:, :3] * conv[:, 3:], dtype)
+    _close(glue_triton.dwconv3x3_gate(y, weight, bias, pre_bias=pre), conv[:, :3] * conv[:, 3:], dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
@@ -220,20 +169,20 @@ def test_gate_and_bias_residual_match_pytorch(dtype):
     x = torch.randn(2, 10, 33, 37, generator=g).to(dtype)  # 1,221 pixels: two row blocks, the second partial
     bias = torch.randn(10, generator=g)
     xb = x.double() + bias.double().view(1, 10, 1, 1)
-    got = block_triton.gate(x, bias)
+    got = glue_triton.gate(x, bias)
     assert got.shape == (2, 5, 33, 37) and got.dtype == dtype
     _close(got, xb[:, :5] * xb[:, 5:], dtype)
-    _close(block_triton.gate(x), x.double()[:, :5] * x.double()[:, 5:], dtype)
+    _close(glue_triton.gate(x), x.double()[:, :5] * x.double()[:, 5:], dtype)
 
     out, residual, b5 = x[:, :5].contiguous(), torch.randn(2, 5, 33, 37, generator=g), torch.randn(5, generator=g)
     want = out.double() + residual.double() + b5.double().view(1, 5, 1, 1)
-    back = block_triton.add_bias_residual_(out, residual, b5)
+    back = glue_triton.add_bias_residual_(out, residual, b5)
     assert back is out  # in place
     _close(out, want, dtype)
     with pytest.raises(ValueError, match="contiguous"):
-        block_triton.add_bias_residual_(x[:, :5], residual.to(dtype), b5)
+        glue_triton.add_bias_residual_(x[:, :5], residual.to(dtype), b5)
     with pytest.raises(ValueError, match="even channel count"):
-        block_triton.gate(x[:, :3])
+        glue_triton.gate(x[:, :3])
 
 
 COMPILE_ALL = """
@@ -244,7 +193,7 @@ COMPILE_ALL = """
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from algnet.ops import block_triton as bt
+    from algnet.ops import glue_triton as bt
 
     fp32 = triton.language.float32
     k = bt._kernels()
@@ -295,35 +244,3 @@ def test_kernels_compile_for_gpu_without_one():
     assert "COMPILED 80 10" in out.stdout and "COMPILED 90 10" in out.stdout, out.stdout
     resources = [line.split() for line in out.stdout.splitlines() if line.startswith("RESOURCES")]
     assert len(resources) in (0, 20) and all(r[-1] == "0" for r in resources), resources
-
-
-@pytest.mark.parametrize("aggregation", ["concat", "global", "local"])
-def test_ablation_blocks_with_triton_glue_equal_pytorch_path(aggregation, monkeypatch):
-    """The ablations keep PyTorch's aggregation, but their convolutions' biases and gates still go
-    through the kernels: the same function as their PyTorch path."""
-    from algnet.models import algnet as algnet_module
-    from algnet.models import layers, mamba
-    from algnet.models.algnet import ALGBlock
-
-    torch.manual_seed(1)
-    block = ALGBlock(8, aggregation, d_state=4).eval()
-    with torch.no_grad():
-        for p in block.parameters():
-            p.add_(0.1 * torch.randn(p.shape))
-    if block.g_layer is not None:
-        block.g_layer.mamba.scan_backend = "chunked"
-    x = torch.randn(1, 8, 5, 6)
-    monkeypatch.setenv(layers.FUSED_GLUE_ENV, "0")
-    with torch.no_grad():
-        want = block(x)
-    monkeypatch.delenv(layers.FUSED_GLUE_ENV)
-    for module in (algnet_module, layers, mamba):
-        monkeypatch.setattr(module, "glue_kernels", lambda t: block_triton)
-    calls = []
-    for name in ("dwconv3x3_gate", "gate", "add_bias_residual_"):
-        fn = getattr(block_triton, name)
-        monkeypatch.setattr(block_triton, name, lambda *a, _fn=fn, _n=name, **k: calls.append(_n) or _fn(*a, **k))
-    with torch.no_grad():
-        got = block(x)
-    assert sorted(calls) == ["add_bias_residual_", "dwconv3x3_gate", "gate"]
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -1,10 +1,10 @@
-"""Fused CPU glue of the ALGBlock (algnet.ops.block_cpu) against the PyTorch ops it replaces."""
+"""Fused CPU glue of the ALGBlock (algnet.ops.glue_cpu) against the PyTorch ops it replaces."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from algnet.ops import block_cpu
+from algnet.ops import glue_cpu
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 
@@ -15,7 +15,7 @@ def test_layernorm_to_tokens_matches_layer_norm(dtype, shape):
     g = torch.Generator().manual_seed(0)
     x = 3 + 2 * torch.randn(shape, generator=g, dtype=dtype)
     weight, bias = torch.randn(shape[1], generator=g, dtype=dtype), torch.randn(shape[1], generator=g, dtype=dtype)
-    got = block_cpu.layernorm_to_tokens(x, weight, bias, 1e-5)
+    got = glue_cpu.layernorm_to_tokens(x, weight, bias, 1e-5)
     want = F.layer_norm(x.flatten(2).transpose(1, 2), (shape[1],), weight, bias, 1e-5)
     assert got.shape == want.shape and got.dtype == dtype and got.is_contiguous()
     assert (got - want).abs().max().item() <= TOL[dtype] * want.abs().max().item()
@@ -25,7 +25,7 @@ def test_layernorm_to_tokens_constant_pixel_gives_bias():
     """Zero variance: the output is the bias exactly (eps keeps the division finite)."""
     x = torch.full((1, 16, 3, 5), 7.25)
     bias = torch.linspace(-1, 1, 16)
-    got = block_cpu.layernorm_to_tokens(x, torch.ones(16), bias, 1e-6)
+    got = glue_cpu.layernorm_to_tokens(x, torch.ones(16), bias, 1e-6)
     torch.testing.assert_close(got, bias.expand(1, 15, 16), rtol=0, atol=0)
 
 
@@ -33,7 +33,7 @@ def test_layernorm_to_tokens_reads_a_non_contiguous_map():
     x = torch.randn(1, 40, 12, 6).transpose(2, 3)  # (1, 40, 6, 12) strided
     w, b = torch.rand(40), torch.rand(40)
     want = F.layer_norm(x.flatten(2).transpose(1, 2), (40,), w, b, 1e-5)
-    torch.testing.assert_close(block_cpu.layernorm_to_tokens(x, w, b, 1e-5), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(glue_cpu.layernorm_to_tokens(x, w, b, 1e-5), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -44,7 +44,7 @@ def test_aggregate_residual_matches_torch(dtype, shape):
     x, local = torch.randn(shape, generator=g, dtype=dtype), torch.randn(shape, generator=g, dtype=dtype)
     tokens = torch.randn(b, h * w, c, generator=g, dtype=dtype)
     gs, ws = torch.randn(1, c, 1, 1, generator=g, dtype=dtype), torch.randn(1, c, 1, 1, generator=g, dtype=dtype)
-    got = block_cpu.aggregate_residual(x, tokens, local, gs, ws)
+    got = glue_cpu.aggregate_residual(x, tokens, local, gs, ws)
     want = x + gs * tokens.transpose(1, 2).reshape(shape) + ws * local
     assert got.shape == shape and got.dtype == dtype
     assert (got - want).abs().max().item() <= TOL[dtype] * want.abs().max().item()
@@ -53,9 +53,9 @@ def test_aggregate_residual_matches_torch(dtype, shape):
 def test_shape_errors_are_clear():
     x = torch.randn(1, 8, 4, 4)
     with pytest.raises(ValueError, match="shapes disagree"):
-        block_cpu.aggregate_residual(x, torch.randn(1, 15, 8), x, torch.ones(8), torch.ones(8))
+        glue_cpu.aggregate_residual(x, torch.randn(1, 15, 8), x, torch.ones(8), torch.ones(8))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
-        block_cpu.layernorm_to_tokens(torch.randn(8, 16), torch.ones(8), torch.zeros(8), 1e-5)
+        glue_cpu.layernorm_to_tokens(torch.randn(8, 16), torch.ones(8), torch.zeros(8), 1e-5)
 
 
 def test_benchmark_cases_compute_the_same_values(load_benchmark):
@@ -65,3 +65,18 @@ def test_benchmark_cases_compute_the_same_values(load_benchmark):
         for name, (plain, fused) in bench.cases(24, 10, 13).items():
             want = plain()
             assert (fused() - want).abs().max().item() <= 1e-5 * want.abs().max().item(), name
+
+
+def test_small_maps_take_pytorch_layernorm2d_with_the_same_values(monkeypatch):
+    """Under _NUMBA_NORM_MIN elements layernorm2d runs PyTorch's in-place passes, not the kernel:
+    the same values, and the input is left untouched."""
+    from algnet.ops import glue_ref
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 20, 9, 7, generator=g) * 2 + 3
+    w, b = torch.randn(20, generator=g), torch.randn(20, generator=g)
+    x0, want = x.clone(), glue_ref.layernorm2d(x, w, b, 1e-6)
+    calls = []
+    monkeypatch.setattr(glue_cpu, "_layernorm", lambda *a, **k: calls.append(1))
+    torch.testing.assert_close(glue_cpu.layernorm2d(x, w, b, 1e-6), want, rtol=1e-5, atol=1e-5)
+    assert not calls and torch.equal(x, x0)

@@ -60,6 +60,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
 import warnings
 
 import torch
@@ -95,9 +96,37 @@ def _select_threading_layer() -> None:
         numba.config.THREADING_LAYER = "workqueue"
 
 
-def _build(dtype, nstate: int | None):
-    """Compiles (or loads from numba's cache) the (forward, backward) kernels for one dtype and state
-    size, or with ``nstate=None`` the causal conv1d kernel alone.
+_COMPILE_NOTICE = ("algnet: compiling CPU kernels, once per machine (a minute or two; later runs load them "
+                   "from numba's cache) ...")
+_notice = {"installed": False, "said": False}
+
+
+def _say_when_compiling() -> None:
+    """Prints :data:`_COMPILE_NOTICE` to stderr once per process, when numba starts compiling one of
+    algnet's kernels: loading one from numba's on-disk cache says nothing."""
+    from numba.core import event
+
+    if _notice["installed"]:
+        return
+
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            func = getattr((ev.data or {}).get("dispatcher"), "py_func", None)
+            if not _notice["said"] and getattr(func, "__module__", "").startswith("algnet."):
+                _notice["said"] = True
+                print(_COMPILE_NOTICE, file=sys.stderr, flush=True)
+
+        def on_end(self, ev):
+            pass
+
+    event.register("numba:compile", Listener())
+    _notice["installed"] = True
+
+
+def _build(dtype, nstate: int | None, kind: str):
+    """Compiles (or loads from numba's cache) one kernel: ``kind`` ``fwd`` or ``bwd`` for one dtype
+    and state size, or ``conv`` (``nstate=None``), the causal conv1d. Only what a call needs is
+    built: inference never compiles the backward.
 
     The state size is a compile-time constant of the forward's inner loop (fully unrolled, no
     remainder loop).
@@ -109,6 +138,7 @@ def _build(dtype, nstate: int | None):
     from numba.extending import intrinsic, overload
 
     _select_threading_layer()
+    _say_when_compiling()
     # LLVM vectorises a loop only if it needs at most 8 runtime pointer-overlap checks by default;
     # the backward's fused loop over N needs ~26, and scalar code there was 6x slower.
     import llvmlite.binding
@@ -768,9 +798,8 @@ def _build(dtype, nstate: int | None):
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, 2)
                 os.close(devnull)
-            if nstate is None:
-                return njit(conv_sig, **opts)(conv)
-            return njit(fwd_sig, **opts)(fwd), njit(bwd_sig, **opts)(bwd)
+            func, sig = {"conv": (conv, conv_sig), "fwd": (fwd, fwd_sig), "bwd": (bwd, bwd_sig)}[kind]
+            return njit(sig, **opts)(func)
         finally:
             if saved is not None:
                 os.dup2(saved, 2)
@@ -778,15 +807,15 @@ def _build(dtype, nstate: int | None):
                 llvmlite.binding.set_option("", "-force-vector-width=0")
 
 
-def _get_kernels(dtype: torch.dtype, nstate: int | None) -> tuple:
-    """(forward, backward) scan kernels for one state size, or with ``nstate=None`` the causal conv1d
-    kernel (which does not depend on it): each compile takes about a minute on 2 cores, so the conv
-    is not compiled again with every state size."""
-    key = (dtype, nstate)
+def _get_kernel(dtype: torch.dtype, nstate: int | None, kind: str):
+    """The ``fwd`` or ``bwd`` scan kernel for one dtype and state size, or (``nstate=None``) the
+    ``conv`` kernel, which does not depend on it. Each is compiled on first use only: the forward
+    and the backward take about a minute each on 2 cores the first time on a machine."""
+    key = (dtype, nstate, kind)
     if key not in _kernels:
         import numpy as np
 
-        _kernels[key] = _build(np.float32 if dtype == torch.float32 else np.float64, nstate)
+        _kernels[key] = _build(np.float32 if dtype == torch.float32 else np.float64, nstate, kind)
     return _kernels[key]
 
 
@@ -858,7 +887,7 @@ def _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_state
     """The forward kernel; with ``dt_weight`` (E, R), ``delta`` is the low-rank (B, R, L) dt and the
     kernel forms ``dt_weight @ delta`` tile by tile; ``state`` (B, E, N) is read and overwritten."""
     dtype = _compute_dtype(u, delta, A, B, C, D, z)
-    fwd = _get_kernels(dtype, A.shape[1])[0]
+    fwd = _get_kernel(dtype, A.shape[1], "fwd")
     _set_threads()
     args = _prepare(u, delta, A, B, C, D, z, delta_bias, dtype)
     nb, e, length = u.shape
@@ -888,7 +917,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
     def backward(ctx, dout):
         u, delta, A, Bm, Cm, D, z, bias, states = ctx.saved_tensors
         dtype = u.dtype
-        bwd = _get_kernels(dtype, A.shape[1])[1]
+        bwd = _get_kernel(dtype, A.shape[1], "bwd")
         _set_threads()
         import numba
 
@@ -981,7 +1010,7 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     import numpy as np
 
     dtype = x.dtype
-    conv = _get_kernels(dtype, None)
+    conv = _get_kernel(dtype, None, "conv")
     _set_threads()
     if x.stride(-1) != 1:
         x = x.contiguous()

@@ -46,3 +46,40 @@ def test_compile_notice_once_and_only_for_algnet(monkeypatch, capsys):
     njit(second)(1)
     err = capsys.readouterr().err
     assert err.count(scan_cpu._COMPILE_NOTICE) == 1 and err.strip() == scan_cpu._COMPILE_NOTICE
+
+
+def test_prepare_builds_the_forward_of_each_cpu_layer(monkeypatch):
+    """prepare() builds, before the first pass, the forward for the state sizes of the layers that
+    run on the cpu backend (here 16; the reference layer's 8 is not built)."""
+    monkeypatch.setattr(scan_cpu, "_kernels", {})
+    model = torch.nn.Sequential(algnet.Mamba(8, d_state=16), algnet.Mamba(8, d_state=8, scan_backend="reference"))
+    scan_cpu.prepare(model)
+    assert set(scan_cpu._kernels) == {(torch.float32, 16, "fwd")}
+
+
+def test_a_cold_compile_starts_the_second_process_once(monkeypatch):
+    """prepare() hands its second process to the compile listener, which starts it at the first
+    compile of an algnet kernel (none when everything comes from the cache), once."""
+    from numba import njit
+
+    scan_cpu._say_when_compiling()
+    monkeypatch.setitem(scan_cpu._notice, "said", True)
+    started = []
+    monkeypatch.setitem(scan_cpu._notice, "on_cold", lambda: started.append(1))
+
+    def kernel(x):
+        return x - 1
+
+    def another(x):
+        return x - 2
+
+    kernel.__module__ = another.__module__ = "algnet.ops.example"
+    njit(kernel)(1)
+    njit(another)(1)
+    assert started == [1] and scan_cpu._notice["on_cold"] is None
+
+
+def test_glue_builder_runs(capsys):
+    """Smoke test: the second process's work, here in this process (the kernels load from the cache
+    or compile)."""
+    scan_cpu._build_glue("float32")

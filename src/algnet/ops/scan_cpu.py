@@ -833,7 +833,6 @@ def prepare(model: torch.nn.Module) -> None:
     waits for it: the first pass then loads every kernel. Without the second process the compiles
     run one after the other, as the pass reaches them (about 50 s against 35 s on 2 cores).
     """
-    from ..models.mamba import Mamba
     from . import BackendUnavailable, resolve_backend
 
     def on_cpu_backend(layer) -> bool:
@@ -842,7 +841,9 @@ def prepare(model: torch.nn.Module) -> None:
         except BackendUnavailable:
             return False
 
-    nstates = sorted({m.d_state for m in model.modules() if isinstance(m, Mamba) and on_cpu_backend(m)})
+    # Mamba layers and their deploy-time counterparts alike: whatever holds a d_state and a scan backend
+    layers = [m for m in model.modules() if hasattr(m, "d_state") and hasattr(m, "scan_backend")]
+    nstates = sorted({int(m.d_state) for m in layers if on_cpu_backend(m)})
     if not nstates or any(p.device.type != "cpu" for p in model.parameters()):
         return
     dtype = torch.float64 if any(p.dtype == torch.float64 for p in model.parameters()) else torch.float32

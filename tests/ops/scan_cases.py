@@ -62,10 +62,14 @@ torch.manual_seed(0)
 x = dict(u=torch.randn(1, e, l), delta=torch.randn(1, e, l) - 1, A=-torch.rand(e, n) - 0.5, B=torch.randn(1, n, l),
          C=torch.randn(1, n, l), D=torch.randn(e), z=torch.randn(1, e, l), delta_bias=torch.randn(e))
 y = m.selective_scan(**{{k: v[..., :8] if v.dim() == 3 else v for k, v in x.items()}}, delta_softplus=True)  # compile
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM, reset here: ru_maxrss keeps the high-water mark of the process that started this one (a
+# big pytest process), and then a forward's peak did not show at all.
+from algnet.profiling import _reset_peak_rss, _rss_bytes
+assert _reset_peak_rss(), "cannot reset the peak RSS (/proc/self/clear_refs)"
+before = _rss_bytes("VmRSS")
 y = m.selective_scan(**x, delta_softplus=True)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-extra = (peak - before) / 1024 - y.numel() * y.element_size() / 2**20
+peak = _rss_bytes("VmHWM")
+extra = (peak - before) / 2**20 - y.numel() * y.element_size() / 2**20
 print(json.dumps(dict(extra_mb=extra, finite=bool(torch.isfinite(y).all()))))
 """
 

@@ -19,12 +19,15 @@ For one level of the network (channels c at a map size), times in one process, a
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from algnet.ops import glue_cpu, scan_cpu
+from algnet.sysinfo import cpu_info, describe_cpu
 
 
 def best_of(fns: dict, repeats: int) -> dict:
@@ -87,15 +90,22 @@ def main(argv=None) -> None:
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--size", default="720x1280", help="HxW of the map at this level")
     parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--json", metavar="PATH", help="also write the timings and the CPU to PATH as JSON")
     args = parser.parse_args(argv)
     h, w = (int(v) for v in args.size.lower().split("x"))
-    print(f"c={args.channels} at {h}x{w}, torch threads {torch.get_num_threads()}")
+    print(f"c={args.channels} at {h}x{w}, torch threads {torch.get_num_threads()}; {describe_cpu()}")
+    rows = []
     print(f"{'step':<28}{'PyTorch ms':>12}{'fused ms':>10}{'speed-up':>10}{'max |diff|':>12}")
     with torch.no_grad():
         for name, (plain, fused) in cases(args.channels, h, w).items():
             diff = (plain() - fused()).abs().max().item()  # also the warm-up (numba compiles or loads)
             t = best_of({"plain": plain, "fused": fused}, args.repeats)
             print(f"{name:<28}{t['plain'] * 1e3:>12.1f}{t['fused'] * 1e3:>10.1f}{t['plain'] / t['fused']:>9.2f}x{diff:>12.1e}")
+            rows.append(dict(step=name, pytorch_ms=t["plain"] * 1e3, fused_ms=t["fused"] * 1e3, max_abs_diff=diff))
+    if args.json:
+        result = dict(channels=args.channels, size=[h, w], torch_threads=torch.get_num_threads(), repeats=args.repeats,
+                      rows=rows, **cpu_info())
+        Path(args.json).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

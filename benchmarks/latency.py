@@ -13,12 +13,15 @@ where the fused ALGNet's time goes.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import time
+from pathlib import Path
 
 import torch
 
 import algnet
+from algnet.sysinfo import cpu_info, describe_cpu
 
 
 def peak_rss_gb() -> float:
@@ -45,11 +48,12 @@ def main(argv=None) -> None:
     parser.add_argument("--models", default="algnet,nafnet32")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's table for the first model")
+    parser.add_argument("--json", metavar="PATH", help="also write the timings and the CPU to PATH as JSON")
     args = parser.parse_args(argv)
     h, w = (int(v) for v in args.size.lower().split("x"))
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     names = args.models.split(",")
-    print(f"{h}x{w}, torch threads {torch.get_num_threads()}, scan backend {algnet.ops.resolve_backend(None, 'cpu')}")
+    print(f"{h}x{w}, torch threads {torch.get_num_threads()}, scan backend {algnet.ops.resolve_backend(None, 'cpu')}; {describe_cpu()}")
     seconds = {}
     for name in names:
         model = algnet.create_model(name).eval()
@@ -59,6 +63,10 @@ def main(argv=None) -> None:
               f"peak RSS so far {peak_rss_gb():.2f} GB", flush=True)
     if len(names) == 2:
         print(f"ratio {names[0]}/{names[1]}, fused: {seconds[names[0]] / seconds[names[1]]:.2f}")
+    if args.json:
+        result = dict(size=[h, w], torch_threads=torch.get_num_threads(), repeats=args.repeats,
+                      scan_backend=algnet.ops.resolve_backend(None, "cpu"), seconds=seconds, **cpu_info())
+        Path(args.json).write_text(json.dumps(result, indent=2))
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -20,10 +20,12 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from algnet.ops import available_backends, selective_scan
+from algnet.sysinfo import cpu_info, describe_cpu
 
 E, N = 64, 32
 
@@ -106,10 +108,12 @@ def main(argv=None) -> None:
     parser.add_argument("--memory-backends", default="cpu,chunked,triton,cuda", help="comma list; '' skips the memory runs")
     parser.add_argument("--backends", default=None, help="comma list (default: every available one)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", metavar="PATH", help="also write the figures and the CPU to PATH as JSON")
     args = parser.parse_args(argv)
 
     backends = args.backends.split(",") if args.backends else available_backends(args.device)
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, B=1 E={E} N={N}", flush=True)
+    print(f"device {args.device}, torch threads {torch.get_num_threads()}, B=1 E={E} N={N}; {describe_cpu()}", flush=True)
+    rows = []
     call = f"@L={args.call_length}"
     print(f"{'backend':<10} {'L':>8} {'forward upd/s':>14} {'fwd+bwd upd/s':>14} {'fwd ms ' + call:>16} {'fwd+bwd ms ' + call:>20} "
           f"{'peak extra MiB @L=' + str(args.memory_length):>24}")
@@ -124,7 +128,14 @@ def main(argv=None) -> None:
         mem = peak_extra_mb(backend, args.memory_length, args.device) if backend in args.memory_backends.split(",") else float("nan")
         label = f"{backend}*" if length != args.length else backend
         print(f"{label:<10} {length:>8} {fwd:>14.3e} {both:>14.3e} {fwd_ms:>16.2f} {both_ms:>20.2f} {mem:>24.1f}", flush=True)
+        rows.append(dict(backend=backend, length=length, forward_updates_per_s=fwd, fwd_bwd_updates_per_s=both,
+                         call_length=small, forward_call_ms=fwd_ms, fwd_bwd_call_ms=both_ms, memory_length=args.memory_length,
+                         peak_extra_mib=mem))
     print("* timed at a smaller L (reference: a Python loop over tokens; chunked on CPU: 16x the arithmetic); nan: not measured")
+    if args.json:
+        result = dict(device=args.device, torch_threads=torch.get_num_threads(), E=E, N=N, repeats=args.repeats, rows=rows,
+                      **cpu_info())
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
 
 
 if __name__ == "__main__":

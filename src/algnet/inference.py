@@ -144,6 +144,11 @@ def restore(model: Callable, image: torch.Tensor, tile: int | None = None, overl
     """
     if image.dim() != 4:
         raise ValueError(f"image must be (B, C, H, W), got shape {tuple(image.shape)}")
+    if image.device.type == "cpu" and isinstance(model, nn.Module):
+        from .ops import scan_cpu
+
+        if scan_cpu.is_available(image.device)[0]:
+            scan_cpu.prepare(model)  # the first time on a machine: compiles its kernels two at a time
     h, w = image.shape[-2:]
     if tile is None or (tile >= h and tile >= w):
         return _run(model, image, half).clamp_(0, 1)

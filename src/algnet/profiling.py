@@ -224,7 +224,7 @@ def _reset_peak_rss() -> bool:
 
 @torch.no_grad()
 def measure(name: str, size: tuple[int, int], device: str, repeats: int = 5, overrides: dict | None = None, threads: int | None = None,
-            fuse: bool = True) -> dict:
+            fuse: bool = True, progress=None) -> dict:
     """Median latency and peak extra memory of one forward pass, in this process, of the model
     converted by :func:`algnet.fuse` (``fuse``) or as built.
 
@@ -233,9 +233,11 @@ def measure(name: str, size: tuple[int, int], device: str, repeats: int = 5, ove
     at full size); on CPU the peak resident set (VmHWM) minus the resident set before the first
     full-size pass. CPU warm-up (numba compilation) runs on a 32x32 input, because the C allocator
     keeps freed pages resident and a full-size warm-up would hide the peak; the first full-size
-    pass is untimed.
+    pass is untimed. ``progress(text)``, when given, hears each pass as it starts and ends.
     """
     import time
+
+    say = progress or (lambda text: None)
 
     from .models import create_model
     from .ops import resolve_backend
@@ -258,17 +260,20 @@ def measure(name: str, size: tuple[int, int], device: str, repeats: int = 5, ove
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
     else:
+        say(f"{name}: warm-up at 32x32 (compiles the CPU kernels the first time on a machine)")
         model(torch.rand(1, 3, 32, 32))  # JIT compilation of the scan kernels
         base = _rss_bytes("VmRSS")
         resettable = _reset_peak_rss()
+        say(f"{name}: first pass at {size[1]}x{size[0]} (untimed; peak memory)")
         model(x)
     times = []
-    for _ in range(max(1, repeats)):
+    for i in range(max(1, repeats)):
         sync()
         t0 = time.perf_counter()
         model(x)
         sync()
         times.append(time.perf_counter() - t0)
+        say(f"{name}: run {i + 1}/{max(1, repeats)}: {times[-1]:.3f} s")
     graph_s = None
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) - base
@@ -303,44 +308,77 @@ def _graph_latency(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+_PROGRESS = "algnet-progress: "  # marks the measuring process's progress lines on its stderr
+
+
 def measure_in_subprocess(name: str, size: tuple[int, int], device: str, repeats: int = 5, timeout: float | None = None,
-                          overrides: dict | None = None, threads: int | None = None, fuse: bool = True) -> dict:
-    """Runs :func:`measure` in a fresh interpreter, so one model's memory does not hide another's."""
+                          overrides: dict | None = None, threads: int | None = None, fuse: bool = True, progress=None) -> dict:
+    """Runs :func:`measure` in a fresh interpreter, so one model's memory does not hide another's;
+    its progress lines (and the kernel-compile notice) reach ``progress`` as they are printed."""
+    import collections
+    import tempfile
+    import threading
+
+    from .ops.scan_cpu import _COMPILE_NOTICE
+
     args = json.dumps({"name": name, "size": list(size), "device": device, "repeats": repeats, "overrides": overrides or {}, "threads": threads,
                        "fuse": fuse})
-    code = ("import json, sys; from algnet.profiling import measure; a = json.loads(sys.argv[1]); "
-            "print(json.dumps(measure(a['name'], tuple(a['size']), a['device'], a['repeats'], a['overrides'], a['threads'], a['fuse'])))")
-    try:
-        proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise AlgnetError(f"{name}: timing at {size[1]}x{size[0]} on {device} took longer than {timeout:.0f} s; use a smaller --size or --no-latency") from None
+    code = ("import json, sys; from algnet.profiling import measure, _PROGRESS; a = json.loads(sys.argv[1]); "
+            "say = lambda t: print(_PROGRESS + t, file=sys.stderr, flush=True); "
+            "print(json.dumps(measure(a['name'], tuple(a['size']), a['device'], a['repeats'], a['overrides'], a['threads'], a['fuse'], say)))")
+    tail: collections.deque = collections.deque(maxlen=20)
+    expired = []
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code, args], stdout=out, stderr=subprocess.PIPE, text=True)
+        timer = threading.Timer(timeout, lambda: (expired.append(True), proc.kill())) if timeout else None
+        if timer:
+            timer.start()
+        try:
+            for line in proc.stderr:
+                if line.startswith(_PROGRESS) or line.startswith(_COMPILE_NOTICE[:30]):
+                    if progress:
+                        progress(line.removeprefix(_PROGRESS).rstrip())
+                else:
+                    tail.append(line.rstrip())
+            proc.wait()
+        finally:
+            if timer:
+                timer.cancel()
+        out.seek(0)
+        stdout = out.read()
+    if expired:
+        raise AlgnetError(f"{name}: timing at {size[1]}x{size[0]} on {device} took longer than {timeout:.0f} s; use a smaller --size or --no-latency")
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise AlgnetError(f"{name}: measuring on {device} failed: {tail[:300]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        last = ([t for t in tail if t.strip()] or ["(no output)"])[-1]
+        raise AlgnetError(f"{name}: measuring on {device} failed: {last[:300]}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def profile(models=PROFILE_MODELS, size=(720, 1280), mac_size=(256, 256), device: str = "cpu", repeats: int = 5,
             latency: bool = True, timeout: float | None = None, threads: int | None = None, progress=None,
             fuse: bool = True) -> list[ProfileRow]:
-    """Profiles each model: params and MACs (of the plain model) always, latency and memory (of the
-    fused copy unless not ``fuse``) when ``latency``."""
+    """Profiles each model: params and MACs always, latency and memory when ``latency``;
+    ``progress(text)`` hears each step (one line each) as it starts. Latency is of the
+    :func:`algnet.fuse` copy unless not ``fuse``."""
+    say = progress or (lambda text: None)
     rows = []
-    for name in models:
-        if progress:
-            progress(name)
+    for i, name in enumerate(models):
+        say(f"[{i + 1}/{len(models)}] {name}: params and MACs at {mac_size[1]}x{mac_size[0]}")
         row = profile_macs(name, mac_size)
         if latency:
-            m = measure_in_subprocess(name, size, device, repeats, timeout, threads=threads, fuse=fuse)
+            m = measure_in_subprocess(name, size, device, repeats, timeout, threads=threads, fuse=fuse, progress=say)
             row.latency_s, row.peak_memory_bytes, row.weights_bytes = m["latency_s"], m["peak_memory_bytes"], m["weights_bytes"]
             row.graph_latency_s = m.get("graph_latency_s")
             row.size, row.device, row.scan_backend, row.threads = tuple(size), m["device"], m["scan_backend"], m["threads"]
+            say(f"[{i + 1}/{len(models)}] {name}: median {row.latency_s:.3f} s")
         rows.append(row)
     return rows
 
 
 def rows_to_json(rows: list[ProfileRow]) -> str:
-    return json.dumps({"models": [asdict(r) for r in rows], "paper_table6": PAPER_TABLE6,
+    from .sysinfo import cpu_info
+
+    return json.dumps({"models": [asdict(r) for r in rows], "paper_table6": PAPER_TABLE6, "cpu": cpu_info(),
                        "conventions": {"macs_paper": "ptflops/thop module hooks; Mamba layers invisible (fused kernel)",
                                        "macs_full": "macs_paper + Mamba projections, conv1d and 3EN+3E scan MACs per token"}}, indent=2)
 
@@ -370,4 +408,7 @@ def format_table(rows: list[ProfileRow]) -> str:
         lines.append(f"scan backend: {timed.scan_backend}; {timed.threads} CPU threads; latency: median of the timed runs"
                      + ("; graph: the same forward replayed as one CUDA graph (algnet.CUDAGraphModel)" if graphed else "")
                      + "; peak mem: extra over the loaded model")
+        from .sysinfo import describe_cpu
+
+        lines.append(describe_cpu())
     return "\n".join(lines)

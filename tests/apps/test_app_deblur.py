@@ -112,15 +112,28 @@ def test_other_runtime_errors_are_not_hidden(tmp_path, capsys, checkpoint, monke
 
 
 def test_tlc_half_tile_flags_reach_the_model(tmp_path, capsys, checkpoint):
+    """TLC's windows (1.5 x the 256-pixel training size at each level: 384 pixels at full
+    resolution) change the output only where the image is wider than them: 40x400 is, so --tlc
+    alone must change it. --half and --tile must each change it as well."""
+    wide = make(tmp_path / "in" / "wide.png", 3, 16, h=40, w=400)
+    code, out, err = run(capsys, wide, "-o", tmp_path / "tlc", "--checkpoint", checkpoint, "--tlc")
+    assert code == 0, err
+    # algnet deblur runs the fused copy of each model (algnet.fuse); compare with the same.
+    tlc_model = algnet.fuse(algnet.load_checkpoint(checkpoint, tlc=True))
+    plain_model = algnet.fuse(algnet.load_checkpoint(checkpoint))
+    pixels = read_image(wide).pixels
+    got = to_integer(read_image(tmp_path / "tlc" / "wide.png").pixels, 16)
+    np.testing.assert_array_equal(got, to_integer(restore_pixels(tlc_model, pixels), 16))
+    assert (got != to_integer(restore_pixels(plain_model, pixels), 16)).any()
+
     src = make(tmp_path / "in" / "x.png", 3, 16, h=40, w=56)
     code, out, err = run(capsys, src, "-o", tmp_path / "out", "--checkpoint", checkpoint, "--tlc", "--half", "--tile", "32", "--overlap", "8")
     assert code == 0, err
-    model = algnet.fuse(algnet.load_checkpoint(checkpoint, tlc=True))
-    expected = to_integer(restore_pixels(model, read_image(src).pixels, tile=32, overlap=8, half=True), 16)
-    plain = to_integer(restore_pixels(algnet.load_checkpoint(checkpoint), read_image(src).pixels), 16)
+    pixels = read_image(src).pixels
     got = to_integer(read_image(tmp_path / "out" / "x.png").pixels, 16)
-    np.testing.assert_array_equal(got, expected)
-    assert (got != plain).any()
+    np.testing.assert_array_equal(got, to_integer(restore_pixels(tlc_model, pixels, tile=32, overlap=8, half=True), 16))
+    assert (got != to_integer(restore_pixels(tlc_model, pixels, tile=32, overlap=8), 16)).any()  # --half mattered
+    assert (got != to_integer(restore_pixels(tlc_model, pixels, half=True), 16)).any()  # --tile mattered
 
 
 def test_no_fuse_runs_the_plain_model(tmp_path, capsys, checkpoint):
@@ -149,3 +162,56 @@ def test_cuda_only_flags_leave_cpu_runs_alone(tmp_path, capsys, checkpoint):
     assert code == 0, err
     assert torch.backends.cuda.matmul.allow_tf32 == tf32
     np.testing.assert_array_equal(read_image(tmp_path / "a" / "x.png").pixels, read_image(tmp_path / "b" / "x.png").pixels)
+
+
+def test_one_input_to_an_output_file(tmp_path, capsys, checkpoint):
+    """-o with an image extension writes that file (in a folder created for it), in its own format."""
+    src = make(tmp_path / "in" / "x.png", 3, 16)
+    dst = tmp_path / "new" / "sharp.png"
+    code, out, err = run(capsys, src, "-o", dst, "--checkpoint", checkpoint)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["sharp.png"]
+    expected = to_integer(restore_pixels(algnet.load_checkpoint(checkpoint), read_image(src).pixels), 16)
+    np.testing.assert_array_equal(to_integer(read_image(dst).pixels, 16), expected)
+    code, out, err = run(capsys, src, "-o", tmp_path / "sharp.jpg", "--checkpoint", checkpoint)  # JPEG holds 8 bits
+    assert code == 0, err
+    assert (read_image(tmp_path / "sharp.jpg").format, read_image(tmp_path / "sharp.jpg").bit_depth) == ("jpeg", 8)
+
+
+def test_existing_file_is_replaced(tmp_path, capsys, checkpoint):
+    src = make(tmp_path / "x.png", 3)
+    dst = make(tmp_path / "old.png", 3, seed=5)
+    before = dst.read_bytes()
+    code, out, err = run(capsys, src, "-o", dst, "--checkpoint", checkpoint)
+    assert code == 0, err
+    assert dst.read_bytes() != before and read_image(dst).pixels.shape == read_image(src).pixels.shape
+
+
+def test_several_inputs_go_into_a_folder(tmp_path, capsys, checkpoint):
+    """Several inputs: -o is a folder, new (any name without an image extension) or existing."""
+    a, b = make(tmp_path / "a.png", 3), make(tmp_path / "b.png", 1)
+    for out_dir in (tmp_path / "results", tmp_path / "results.v2"):
+        code, out, err = run(capsys, a, b, "-o", out_dir, "--checkpoint", checkpoint)
+        assert code == 0, err
+        assert sorted(p.name for p in out_dir.iterdir()) == ["a.png", "b.png"]
+    (tmp_path / "photos.png").mkdir()  # an existing folder, whatever its name
+    code, out, err = run(capsys, a, "-o", tmp_path / "photos.png", "--checkpoint", checkpoint)
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "photos.png").iterdir()] == ["a.png"]
+
+
+@pytest.mark.parametrize("name", ["x.png", "existing.txt"])
+def test_several_inputs_to_a_file_is_one_line_error(tmp_path, capsys, checkpoint, name):
+    a, b = make(tmp_path / "a.png", 3), make(tmp_path / "b.png", 3)
+    (tmp_path / "existing.txt").write_text("notes")
+    code, out, err = run(capsys, a, b, "-o", tmp_path / name, "--checkpoint", checkpoint)
+    assert code == 2 and err.startswith("algnet deblur: error: ") and len(err.strip().splitlines()) == 1
+    assert name in err
+    assert not (tmp_path / "x.png").exists() and (tmp_path / "existing.txt").read_text() == "notes"
+
+
+def test_output_file_that_is_the_input_is_refused(tmp_path, capsys, checkpoint):
+    src = make(tmp_path / "x.png", 3)
+    before = src.read_bytes()
+    code, out, err = run(capsys, src, "-o", src, "--checkpoint", checkpoint)
+    assert code == 2 and "refusing to overwrite an input" in err and src.read_bytes() == before

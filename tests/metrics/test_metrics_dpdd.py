@@ -1,8 +1,10 @@
 """DPDD metrics against closed forms and skimage; LPIPS's unavailable path and its plumbing."""
 
 import math
+import os
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 import algnet.metrics.perceptual as perceptual
-from algnet.metrics import DPDD_INDOOR, dpdd_metrics, load_lpips
+from algnet.metrics import DPDD_INDOOR, DPDD_TEST_COUNT, dpdd_metrics, load_lpips
 
 
 def _pair(seed=0):
@@ -36,9 +38,27 @@ class TestDPDDMetrics:
         _, gt = _pair()
         assert dpdd_metrics(gt, gt)["psnr"] == 100.0
 
-    def test_indoor_list(self):
-        assert len(DPDD_INDOOR) == 37 and min(DPDD_INDOOR) == 8 and max(DPDD_INDOOR) == 75
-        assert {8, 13, 16, 32, 39, 56, 59, 67, 74, 75} <= set(DPDD_INDOOR) and not {7, 14, 57, 68} & set(DPDD_INDOOR)
+    def test_indoor_list_matches_the_dpdd_paper(self):
+        """Abuolaim & Brown, "Defocus Deblurring Using Dual-Pixel Data" (ECCV 2020): the test set is
+        76 image pairs, 37 of indoor and 39 of outdoor scenes."""
+        assert DPDD_TEST_COUNT == 76
+        assert len(set(DPDD_INDOOR)) == len(DPDD_INDOOR) == 37
+        assert set(DPDD_INDOOR) <= set(range(76)) and 76 - len(set(DPDD_INDOOR)) == 39
+
+    def test_indoor_list_matches_the_datasets_label_files(self):
+        """With the dataset on disk (ALGNET_DPDD_ROOT: the folder holding test_c/ and the label
+        files), the built-in list must be its indoor_labels.npy (1-based) and the rest outdoor."""
+        root = os.environ.get("ALGNET_DPDD_ROOT")
+        if not root or not (Path(root) / "indoor_labels.npy").is_file():
+            pytest.skip("set ALGNET_DPDD_ROOT to a DPDD folder with indoor_labels.npy to check the list against it")
+        root = Path(root)
+        indoor = set(np.load(root / "indoor_labels.npy").astype(int).ravel() - 1)
+        assert indoor == set(DPDD_INDOOR)
+        if (root / "outdoor_labels.npy").is_file():
+            assert set(np.load(root / "outdoor_labels.npy").astype(int).ravel() - 1) == set(range(76)) - indoor
+        sources = root / "test_c" / "source"
+        if sources.is_dir():
+            assert len([p for p in sources.iterdir() if p.suffix.lower() == ".png"]) == DPDD_TEST_COUNT
 
     def test_exceptions(self):
         pred, gt = _pair()

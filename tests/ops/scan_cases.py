@@ -62,10 +62,14 @@ torch.manual_seed(0)
 x = dict(u=torch.randn(1, e, l), delta=torch.randn(1, e, l) - 1, A=-torch.rand(e, n) - 0.5, B=torch.randn(1, n, l),
          C=torch.randn(1, n, l), D=torch.randn(e), z=torch.randn(1, e, l), delta_bias=torch.randn(e))
 y = m.selective_scan(**{{k: v[..., :8] if v.dim() == 3 else v for k, v in x.items()}}, delta_softplus=True)  # compile
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM, reset here: ru_maxrss keeps the high-water mark of the process that started this one (a
+# big pytest process), and then a forward's peak did not show at all.
+from algnet.profiling import _reset_peak_rss, _rss_bytes
+assert _reset_peak_rss(), "cannot reset the peak RSS (/proc/self/clear_refs)"
+before = _rss_bytes("VmRSS")
 y = m.selective_scan(**x, delta_softplus=True)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-extra = (peak - before) / 1024 - y.numel() * y.element_size() / 2**20
+peak = _rss_bytes("VmHWM")
+extra = (peak - before) / 2**20 - y.numel() * y.element_size() / 2**20
 print(json.dumps(dict(extra_mb=extra, finite=bool(torch.isfinite(y).all()))))
 """
 
@@ -80,3 +84,39 @@ def peak_extra_mb(module: str, length: int) -> float:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["finite"]
     return result["extra_mb"]
+
+
+HALF_INPUTS = ("u", "delta", "z")
+
+
+def half_inputs(seed: int = 6, length: int = 64, dtype=torch.bfloat16) -> dict:
+    """u, delta, z in a half dtype (as autocast hands them), the rest float32."""
+    x = make_inputs(1, 4, 8, length, torch.float32, seed=seed)
+    return {k: v.to(dtype) if k in HALF_INPUTS else v for k, v in x.items()}
+
+
+def assert_computed_in_float32(y: torch.Tensor, inputs: dict) -> None:
+    """y (in the inputs' half dtype) must be a float64 scan of the same inputs rounded once: every
+    element within one unit in the last place of that dtype (plus float32 noise). A scan that steps
+    its state in bfloat16 rounds at every token and misses this by several units (see
+    test_scan_chunked.test_precision_check_rejects_a_bfloat16_scan)."""
+    ref = selective_scan_ref(**{k: v.double() for k, v in inputs.items()}, delta_softplus=True)
+    mantissa = torch.finfo(y.dtype).eps  # one unit in the last place at 1.0
+    ulp = mantissa * torch.exp2(torch.floor(torch.log2(ref.abs().clamp_min(1e-30))))
+    err = (y.double() - ref).abs()
+    bound = ulp + 1e-6 * ref.abs().max()
+    worst = (err / bound).max().item()
+    assert worst <= 1.0, f"error up to {worst:.2f} x one {y.dtype} ulp of a float64 scan"
+
+
+def scan_in_dtype(inputs: dict, dtype) -> torch.Tensor:
+    """A deliberately wrong scan that keeps its state in ``dtype`` (the failure the check above must catch)."""
+    x = {k: v.to(dtype) for k, v in inputs.items()}
+    dt = torch.nn.functional.softplus(x["delta"] + x["delta_bias"][:, None])  # (B, E, L)
+    h = torch.zeros(x["u"].shape[0], x["u"].shape[1], x["A"].shape[1], dtype=dtype)  # (B, E, N)
+    ys = []
+    for t in range(x["u"].shape[-1]):
+        h = torch.exp(dt[..., t, None] * x["A"]) * h + (dt[..., t] * x["u"][..., t])[..., None] * x["B"][:, None, :, t]
+        ys.append((h * x["C"][:, None, :, t]).sum(-1))
+    y = torch.stack(ys, -1) + x["u"] * x["D"][:, None]
+    return y * torch.nn.functional.silu(x["z"])

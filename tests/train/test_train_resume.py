@@ -14,7 +14,7 @@ import torch
 
 from algnet.errors import AlgnetError
 from algnet.train.config import config_from_dict, dump_config
-from algnet.train.trainer import train
+from algnet.train.trainer import build_model, train
 
 TINY_MODEL = {"name": "algnet", "kwargs": {"width": 8, "enc_blocks": [1, 1, 1, 1], "mid_blocks": 1,
                                            "dec_blocks": [1, 1, 1, 1]}}
@@ -68,6 +68,15 @@ def reference_run(tmp_path_factory):
     return cfg, data, load_state(base / "full")
 
 
+def assert_trained(before: dict, after: dict) -> None:
+    """Steps moved the weights: almost every tensor changed, some by more than 1e-4 (Adam moves a
+    weight by up to ~lr per step; lr here decays from 1e-3 to 4e-5). Two runs that both did nothing
+    would be bitwise equal too."""
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) >= 0.9 * len(before), f"only {len(changed)} of {len(before)} tensors changed"
+    assert max((before[k].float() - after[k].float()).abs().max().item() for k in before) > 1e-4
+
+
 def test_max_steps_then_resume_is_bitwise_exact(reference_run, tmp_path):
     cfg, _, full = reference_run
     out = tmp_path / "run"
@@ -77,6 +86,9 @@ def test_max_steps_then_resume_is_bitwise_exact(reference_run, tmp_path):
     second = train(cfg, out, resume=True, max_steps=7, device="cpu")
     assert second.step == 7
     assert_bitwise_equal(load_state(out), full)
+    assert_trained(state["model"], full["model"])  # the resumed steps 5-7 trained
+    torch.manual_seed(cfg.train.seed)
+    assert_trained(build_model(cfg).state_dict(), state["model"])  # and so did steps 1-4
     # The exported inference weights are the EMA's.
     from safetensors.torch import load_file
 
@@ -120,12 +132,14 @@ def test_sigint_saves_and_resume_is_bitwise_exact(reference_run, tmp_path):
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 130, err
     assert "resume with: algnet train" in err and "--resume" in err
-    stopped = load_state(out)["step"]
+    at_stop = load_state(out)
+    stopped = at_stop["step"]
     assert stopped >= 1
     train(cfg, out, resume=True, max_steps=stopped + 2, device="cpu")
     reference = tmp_path / "reference"
     train(cfg, reference, max_steps=stopped + 2, device="cpu")
     assert_bitwise_equal(load_state(out), load_state(reference))
+    assert_trained(at_stop["model"], load_state(out)["model"])
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
@@ -137,6 +151,8 @@ def test_mixed_precision_resumes_with_its_scaler(reference_run, tmp_path, amp):
     train(cfg, tmp_path / "full", max_steps=3, device="cpu")
     resumed, full = load_state(tmp_path / "run"), load_state(tmp_path / "full")
     assert_bitwise_equal(resumed, full)
+    torch.manual_seed(cfg.train.seed)
+    assert_trained(build_model(cfg).state_dict(), full["model"])
     # fp16 keeps a loss scale (GradScaler) in last.pt; bf16 needs none.
     assert (resumed["scaler"].get("scale") == 65536.0) == (amp == "fp16")
     assert all(torch.isfinite(v).all() for v in full["model"].values())

@@ -24,7 +24,9 @@ def add_parser(subparsers) -> None:
                     "their input's format, bit depth, size, grayscale and alpha.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern (quote globs)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="with one input image, a file name with an image extension (e.g. sharp.png) or an existing file "
+                        "is the output file; otherwise OUT is a folder (created if missing) that receives every output")
     p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint (.safetensors/.pth); default: the one shipped with algnet")
     p.add_argument("--model", metavar="NAME", help="architecture of a checkpoint that does not record it (see algnet.list_models())")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if available")
@@ -34,7 +36,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tlc", action="store_true", help="test-time local converter (the paper's '-local' inference)")
     add_gpu_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="allow an output to replace its own input file")
-    p.add_argument("--suffix", default="", metavar="S", help="appended to output file stems, e.g. _deblurred")
+    p.add_argument("--suffix", default="", metavar="S", help="appended to output file stems in an OUT folder, e.g. _deblurred")
     p.set_defaults(func=run)
 
 
@@ -96,6 +98,33 @@ def plan_outputs(pairs: list[tuple[Path, Path]], out_dir: Path, suffix: str, ove
     return jobs
 
 
+def output_is_file(out: Path, count: int) -> bool:
+    """Whether ``-o OUT`` names one output file rather than a folder.
+
+    OUT is a file when it has an image extension or is an existing file; that takes exactly one input
+    image. Anything else (an existing folder, a new path without an image extension) is a folder.
+    """
+    from ..imageio import is_image_path
+
+    if out.is_dir():
+        return False
+    if not (is_image_path(out) or out.exists()):
+        return False
+    if not is_image_path(out):
+        raise AlgnetError(f"{out}: exists and is neither a folder nor an image file ({', '.join(_extensions())})")
+    if count != 1:
+        raise AlgnetError(f"-o {out} names one image file but {count} input images were given; "
+                          "pass a folder to -o to deblur several images")
+    return True
+
+
+def plan_file_output(src: Path, dst: Path, overwrite: bool) -> list[tuple[Path, Path]]:
+    """The one (input, output) job of ``-o FILE``; refuses replacing the input without --overwrite."""
+    if dst.resolve() == src.resolve() and not overwrite:
+        raise AlgnetError(f"{dst}: refusing to overwrite an input image; choose another -o file or pass --overwrite")
+    return [(src, dst)]
+
+
 def is_out_of_memory(err: BaseException) -> bool:
     import torch
 
@@ -124,7 +153,7 @@ def deblur_file(model, src: Path, dst: Path, device, tile: int | None = None, ov
     Returns:
         (the input :class:`algnet.imageio.Image`, the restored float32 pixels as written).
     """
-    from ..imageio import read_image, write_image
+    from ..imageio import SIXTEEN_BIT_FORMATS, image_format, read_image, write_image
     from ..inference import restore_pixels
 
     image = read_image(src)
@@ -135,7 +164,8 @@ def deblur_file(model, src: Path, dst: Path, device, tile: int | None = None, ov
             h, w = image.size
             raise AlgnetError(f"{src}: out of memory deblurring a {w}x{h} image on {device.type}; {OOM_HINT}") from None
         raise
-    write_image(dst, restored, image.mode, image.bit_depth)
+    bit_depth = image.bit_depth if image_format(dst) in SIXTEEN_BIT_FORMATS else 8  # e.g. a 16-bit PNG to -o x.jpg
+    write_image(dst, restored, image.mode, bit_depth)
     return image, restored
 
 
@@ -148,10 +178,12 @@ def run(args: argparse.Namespace) -> int:
         raise AlgnetError(f"--tile {args.tile}: tiles must be at least 16 pixels")
     if args.overlap < 0:
         raise AlgnetError(f"--overlap {args.overlap}: must be zero or positive")
-    out_dir = Path(args.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise AlgnetError(f"{out_dir}: exists and is not a folder")
-    jobs = plan_outputs(collect_inputs(args.inputs), out_dir, args.suffix, args.overwrite)
+    out = Path(args.output)
+    pairs = collect_inputs(args.inputs)
+    if output_is_file(out, len(pairs)):
+        jobs = plan_file_output(pairs[0][0], out, args.overwrite)
+    else:
+        jobs = plan_outputs(pairs, out, args.suffix, args.overwrite)
     device = resolve_device(args.device)
     model = load_model(args.checkpoint, name=args.model, device=device, tlc=args.tlc, fuse=not args.no_fuse)
     model = for_gpu(model, device, cuda_graph=not args.no_cuda_graph, tf32=args.tf32)
@@ -162,6 +194,6 @@ def run(args: argparse.Namespace) -> int:
         deblur_file(model, src, dst, device, tile=args.tile, overlap=args.overlap, half=args.half)
     total = time.perf_counter() - start
     n = len(jobs)
-    print(f"deblurred {n} image{'s' * (n != 1)} in {total:.1f} s ({total / max(n, 1):.2f} s/image) -> {out_dir}")
+    print(f"deblurred {n} image{'s' * (n != 1)} in {total:.1f} s ({total / max(n, 1):.2f} s/image) -> {out}")
     return 0
 

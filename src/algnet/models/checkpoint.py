@@ -153,6 +153,55 @@ def unwrap_state_dict(obj: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], 
     return tensors, config
 
 
+def read_checkpoint(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict | None, str]:
+    """The tensors of a checkpoint as this package names them, its architecture config if it records
+    one, and a label for messages: files and dicts as :func:`load_checkpoint` takes them, unwrapped,
+    ``module.`` stripped, official ALGNet weights converted."""
+    label = "state dict"
+    config = None
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        label = str(path)
+        obj, config = _read_file(path)
+        config = config or _sibling_config(path)
+    else:
+        obj = source
+    state_dict, embedded = unwrap_state_dict(obj)
+    config = config or embedded
+    if is_official_state_dict(state_dict):
+        state_dict = filter_official_state_dict(state_dict)
+    return state_dict, config, label
+
+
+def load_weights_into(model: nn.Module, source: str | os.PathLike | Mapping[str, Any], *, partial: bool = False) -> list[str]:
+    """Copies a checkpoint's tensors into an existing model (fine-tuning from any checkpoint).
+
+    Strict by default: a missing, unexpected or differently shaped tensor raises a
+    :class:`CheckpointError` that lists them. With ``partial`` the tensors whose name and shape
+    match are loaded and the rest is returned as report lines (empty when everything matched).
+    """
+    state_dict, _, label = read_checkpoint(source)
+    name = getattr(model, "model_config", {}).get("name", type(model).__name__)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state_dict and state_dict[k].shape != v.shape]
+    if not partial and (missing or unexpected or wrong):
+        raise CheckpointError(_mismatch_message(label, name, missing, unexpected, wrong)
+                              + "; pass --init-partial to load the tensors that match")
+    matching = {k: v for k, v in state_dict.items() if k in expected and v.shape == expected[k].shape}
+    if not matching:
+        raise CheckpointError(f"{label}: no tensor matches the {name!r} architecture by name and shape")
+    model.load_state_dict(matching, strict=False)
+    report = [f"loaded {len(matching)} of the model's {len(expected)} tensors from {label}"]
+    for title, keys in (("left at their initial values (missing)", missing), ("skipped (not in the model)", unexpected),
+                        ("left at their initial values (shape mismatch, checkpoint vs model)", wrong)):
+        if keys:
+            report.append(f"{title}: {', '.join(keys)}")
+    return report if len(report) > 1 else []
+
+
 def load_checkpoint(
     source: str | os.PathLike | Mapping[str, Any],
     name: str | None = None,
@@ -174,19 +223,7 @@ def load_checkpoint(
         strict: require every tensor to match.
         **overrides: constructor arguments that replace the config's.
     """
-    label = "state dict"
-    config = None
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        label = str(path)
-        obj, config = _read_file(path)
-        config = config or _sibling_config(path)
-    else:
-        obj = source
-    state_dict, embedded = unwrap_state_dict(obj)
-    config = config or embedded
-    if is_official_state_dict(state_dict):
-        state_dict = filter_official_state_dict(state_dict)
+    state_dict, config, label = read_checkpoint(source)
     if config is None or name is not None:
         inferred = infer_model_config(state_dict)
         config = {"name": name or inferred["name"], "kwargs": inferred["kwargs"]}

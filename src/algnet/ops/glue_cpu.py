@@ -53,9 +53,10 @@ def _build() -> tuple:
     import numpy as np
     from numba import njit, prange
 
-    from .scan_cpu import _select_threading_layer
+    from .scan_cpu import _say_when_compiling, _select_threading_layer
 
     _select_threading_layer()
+    _say_when_compiling()
 
     @njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def layernorm(x, weight, bias, eps, out, njob, to_tokens):  # x (B, C, P); out (B, P, C) to tokens, else (B, C, P)

@@ -60,6 +60,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
 import warnings
 
 import torch
@@ -95,9 +96,42 @@ def _select_threading_layer() -> None:
         numba.config.THREADING_LAYER = "workqueue"
 
 
-def _build(dtype, nstate: int | None):
-    """Compiles (or loads from numba's cache) the (forward, backward) kernels for one dtype and state
-    size, or with ``nstate=None`` the causal conv1d kernel alone.
+_COMPILE_NOTICE = ("algnet: compiling CPU kernels, once per machine (a minute or two; later runs load them "
+                   "from numba's cache) ...")
+_notice = {"installed": False, "said": False, "on_cold": None}
+
+
+def _say_when_compiling() -> None:
+    """Prints :data:`_COMPILE_NOTICE` to stderr once per process, when numba starts compiling one of
+    algnet's kernels: loading one from numba's on-disk cache says nothing."""
+    from numba.core import event
+
+    if _notice["installed"]:
+        return
+
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            func = getattr((ev.data or {}).get("dispatcher"), "py_func", None)
+            if not getattr(func, "__module__", "").startswith("algnet."):
+                return
+            if not _notice["said"]:
+                _notice["said"] = True
+                print(_COMPILE_NOTICE, file=sys.stderr, flush=True)
+            on_cold, _notice["on_cold"] = _notice["on_cold"], None
+            if on_cold is not None:
+                on_cold()
+
+        def on_end(self, ev):
+            pass
+
+    event.register("numba:compile", Listener())
+    _notice["installed"] = True
+
+
+def _build(dtype, nstate: int | None, kind: str):
+    """Compiles (or loads from numba's cache) one kernel: ``kind`` ``fwd`` or ``bwd`` for one dtype
+    and state size, or ``conv`` (``nstate=None``), the causal conv1d. Only what a call needs is
+    built: inference never compiles the backward.
 
     The state size is a compile-time constant of the forward's inner loop (fully unrolled, no
     remainder loop).
@@ -109,6 +143,7 @@ def _build(dtype, nstate: int | None):
     from numba.extending import intrinsic, overload
 
     _select_threading_layer()
+    _say_when_compiling()
     # LLVM vectorises a loop only if it needs at most 8 runtime pointer-overlap checks by default;
     # the backward's fused loop over N needs ~26, and scalar code there was 6x slower.
     import llvmlite.binding
@@ -768,9 +803,8 @@ def _build(dtype, nstate: int | None):
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, 2)
                 os.close(devnull)
-            if nstate is None:
-                return njit(conv_sig, **opts)(conv)
-            return njit(fwd_sig, **opts)(fwd), njit(bwd_sig, **opts)(bwd)
+            func, sig = {"conv": (conv, conv_sig), "fwd": (fwd, fwd_sig), "bwd": (bwd, bwd_sig)}[kind]
+            return njit(sig, **opts)(func)
         finally:
             if saved is not None:
                 os.dup2(saved, 2)
@@ -778,16 +812,72 @@ def _build(dtype, nstate: int | None):
                 llvmlite.binding.set_option("", "-force-vector-width=0")
 
 
-def _get_kernels(dtype: torch.dtype, nstate: int | None) -> tuple:
-    """(forward, backward) scan kernels for one state size, or with ``nstate=None`` the causal conv1d
-    kernel (which does not depend on it): each compile takes about a minute on 2 cores, so the conv
-    is not compiled again with every state size."""
-    key = (dtype, nstate)
+def _get_kernel(dtype: torch.dtype, nstate: int | None, kind: str):
+    """The ``fwd`` or ``bwd`` scan kernel for one dtype and state size, or (``nstate=None``) the
+    ``conv`` kernel, which does not depend on it. Each is compiled on first use only: the forward
+    and the backward take about a minute each on 2 cores the first time on a machine."""
+    key = (dtype, nstate, kind)
     if key not in _kernels:
         import numpy as np
 
-        _kernels[key] = _build(np.float32 if dtype == torch.float32 else np.float64, nstate)
+        _kernels[key] = _build(np.float32 if dtype == torch.float32 else np.float64, nstate, kind)
     return _kernels[key]
+
+
+def prepare(model: torch.nn.Module) -> None:
+    """Builds the kernels a model's CPU inference runs, before its first pass, two at a time.
+
+    The forward scan for each state size of the model's Mamba layers is compiled (or loaded) here.
+    When that is a cold compile (the first run on a machine), a second process compiles the causal
+    conv1d and the block glue (:mod:`.glue_cpu`) at the same time into numba's cache, and this
+    waits for it: the first pass then loads every kernel. Without the second process the compiles
+    run one after the other, as the pass reaches them (about 50 s against 35 s on 2 cores).
+    """
+    from . import BackendUnavailable, resolve_backend
+
+    def on_cpu_backend(layer) -> bool:
+        try:
+            return resolve_backend(layer.scan_backend, torch.device("cpu")) == "cpu"
+        except BackendUnavailable:
+            return False
+
+    # Mamba layers and their deploy-time counterparts alike: whatever holds a d_state and a scan backend
+    layers = [m for m in model.modules() if hasattr(m, "d_state") and hasattr(m, "scan_backend")]
+    nstates = sorted({int(m.d_state) for m in layers if on_cpu_backend(m)})
+    if not nstates or any(p.device.type != "cpu" for p in model.parameters()):
+        return
+    dtype = torch.float64 if any(p.dtype == torch.float64 for p in model.parameters()) else torch.float32
+    if all((dtype, n, "fwd") in _kernels for n in nstates):
+        return
+    import subprocess
+
+    helper = []
+    code = f"from algnet.ops.scan_cpu import _build_glue; _build_glue({str(dtype).split('.')[-1]!r})"
+    _say_when_compiling()
+    _notice["on_cold"] = lambda: helper.append(subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        for n in nstates:
+            _get_kernel(dtype, n, "fwd")
+    finally:
+        _notice["on_cold"] = None
+        for proc in helper:  # if it failed, the pass compiles what is missing itself
+            proc.wait()
+
+
+def _build_glue(dtype_name: str) -> None:
+    """Compiles (into numba's cache) the causal conv1d and the block glue kernels for one dtype, by
+    running each once on a few numbers: :func:`prepare`'s second process."""
+    from . import glue_cpu
+
+    dtype = getattr(torch, dtype_name)
+    x = torch.rand(1, 4, 3, 3, dtype=dtype)  # (B, C, H, W)
+    w, b = torch.ones(4, dtype=dtype), torch.zeros(4, dtype=dtype)
+    causal_conv1d_silu(torch.rand(1, 9, 4, dtype=dtype), torch.rand(4, 4, dtype=dtype), b)
+    if glue_cpu.is_available()[0]:
+        tokens = glue_cpu.layernorm_to_tokens(x, w, b, 1e-6)
+        glue_cpu.layernorm2d(x, w, b, 1e-6)
+        glue_cpu.aggregate_residual(x, tokens, x, w, w)
 
 
 def _set_threads() -> None:
@@ -858,7 +948,7 @@ def _run_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_state
     """The forward kernel; with ``dt_weight`` (E, R), ``delta`` is the low-rank (B, R, L) dt and the
     kernel forms ``dt_weight @ delta`` tile by tile; ``state`` (B, E, N) is read and overwritten."""
     dtype = _compute_dtype(u, delta, A, B, C, D, z)
-    fwd = _get_kernels(dtype, A.shape[1])[0]
+    fwd = _get_kernel(dtype, A.shape[1], "fwd")
     _set_threads()
     args = _prepare(u, delta, A, B, C, D, z, delta_bias, dtype)
     nb, e, length = u.shape
@@ -888,7 +978,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
     def backward(ctx, dout):
         u, delta, A, Bm, Cm, D, z, bias, states = ctx.saved_tensors
         dtype = u.dtype
-        bwd = _get_kernels(dtype, A.shape[1])[1]
+        bwd = _get_kernel(dtype, A.shape[1], "bwd")
         _set_threads()
         import numba
 
@@ -981,7 +1071,7 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     import numpy as np
 
     dtype = x.dtype
-    conv = _get_kernels(dtype, None)
+    conv = _get_kernel(dtype, None, "conv")
     _set_threads()
     if x.stride(-1) != 1:
         x = x.contiguous()

@@ -19,6 +19,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("config", metavar="CONFIG", help="YAML file, or a shipped config name such as synthetic-tiny")
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.pt")
+    p.add_argument("--init", metavar="CKPT", default=None,
+                   help="fine-tune: start from CKPT's weights (.safetensors from algnet, the authors' .pth, wrapped "
+                        "or not) with a fresh optimiser and LR schedule; every tensor must match (see --init-partial)")
+    p.add_argument("--init-partial", action="store_true",
+                   help="with --init, load the tensors that match by name and shape and list the others")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="stop (after saving) once N steps are done in all; the LR schedule still spans train.total_steps")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -43,7 +48,8 @@ def run(args) -> int:
         raise AlgnetError(f"--max-steps must be a positive integer, got {args.max_steps}")
     config = load_config(args.config, args.overrides)
     out = args.out or f"runs/{_config_name(args.config)}"
-    result = train(config, out, resume=args.resume, max_steps=args.max_steps, device=args.device)
+    result = train(config, out, resume=args.resume, max_steps=args.max_steps, device=args.device,
+                   init=args.init, init_partial=args.init_partial)
     if result.status == "interrupted":
         again = ["algnet", "train", args.config, "--out", out, "--resume"]
         again += [a for o in args.overrides for a in ("--set", o)]

@@ -235,10 +235,12 @@ class Trainer:
         ctx: this process's place in the process group (:func:`algnet.train.distributed.setup`).
     """
 
-    def __init__(self, config: Config, out_dir: str | os.PathLike, ctx: DistContext | None = None):
+    def __init__(self, config: Config, out_dir: str | os.PathLike, ctx: DistContext | None = None,
+                 init: str | os.PathLike | None = None, init_partial: bool = False):
         self.config = config
         self.out = Path(out_dir)
         self.ctx = ctx or DistContext()
+        self.init, self.init_partial = init, init_partial
 
     # -- setup --
 
@@ -249,7 +251,14 @@ class Trainer:
                               f"{ctx.world_size} processes")
         self.per_rank_batch = cfg.train.batch_size // ctx.world_size
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank and every run
-        self.model = build_model(cfg).to(ctx.device)
+        self.model = build_model(cfg)
+        if self.init is not None:  # before the EMA copy and DDP's broadcast; optimiser and schedule start fresh
+            from ..models.checkpoint import load_weights_into
+
+            report = load_weights_into(self.model, self.init, partial=self.init_partial)
+            if report and ctx.is_main:
+                print("--init-partial: " + "\n  ".join(report), file=sys.stderr)
+        self.model = self.model.to(ctx.device)
         self.ddp = self.model
         if ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -515,7 +524,7 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def train(config: Config, out_dir: str | os.PathLike, *, resume: bool = False, max_steps: int | None = None,
-          device: str = "auto") -> TrainResult:
+          device: str = "auto", init: str | os.PathLike | None = None, init_partial: bool = False) -> TrainResult:
     """Trains ``config`` into ``out_dir``: one process, or one of N under ``torchrun``.
 
     Args:
@@ -525,9 +534,17 @@ def train(config: Config, out_dir: str | os.PathLike, *, resume: bool = False, m
         max_steps: stop once this many steps are done in all (the schedule still spans
             ``train.total_steps``); the state is saved so ``resume`` can continue.
         device: ``auto``, ``cpu`` or ``cuda``.
+        init: start from this checkpoint's weights (any file :func:`algnet.load_checkpoint` reads),
+            with a fresh optimiser and schedule; strict unless ``init_partial``.
+        init_partial: load the tensors of ``init`` that match by name and shape, report the others.
     """
+    if init is not None and resume:
+        raise AlgnetError("--init starts a new run from a checkpoint's weights and --resume continues a run: "
+                          "pass one of them")
+    if init_partial and init is None:
+        raise AlgnetError("--init-partial needs --init CKPT")
     ctx = dist_utils.setup(device)
     try:
-        return Trainer(config, out_dir, ctx).fit(resume=resume, max_steps=max_steps)
+        return Trainer(config, out_dir, ctx, init=init, init_partial=init_partial).fit(resume=resume, max_steps=max_steps)
     finally:
         dist_utils.cleanup(ctx)

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import AlgnetError
 
 __all__ = [
-    "ShakeSpec", "LEVELS", "level_spec", "srgb_to_linear", "linear_to_srgb", "camera_path", "path_kernel",
+    "ShakeSpec", "LEVELS", "level_spec", "srgb_to_linear", "linear_to_srgb", "camera_path", "splat_path", "path_kernel",
     "integrate_exposure", "add_sensor_noise", "jpeg_roundtrip", "shake", "margin_for",
 ]
 
@@ -117,18 +117,24 @@ def camera_path(rng: np.random.Generator, extent: float, steps: int = 512) -> np
     return path * (extent / side)
 
 
-def path_kernel(path: np.ndarray) -> np.ndarray:
-    """The blur kernel of a translation-only exposure along ``path``: bilinear splats of its points
-    into an odd square kernel whose centre pixel is the path's origin. Sums to 1."""
-    reach = int(np.ceil(max(np.abs(path.real).max(), np.abs(path.imag).max()))) + 1
-    size = 2 * reach + 1
-    cols, rows = reach + path.real, reach + path.imag
+def splat_path(path: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear splats of the points of ``path`` (complex, pixels from the centre) into an odd
+    ``size`` x ``size`` kernel whose centre pixel is the origin, normalised to sum 1: sub-pixel
+    motion still moves mass between pixels. The path must stay a pixel inside the kernel."""
+    cols, rows = size // 2 + path.real, size // 2 + path.imag
     c0, r0 = np.floor(cols).astype(int), np.floor(rows).astype(int)
     fc, fr = cols - c0, rows - r0
     kernel = np.zeros((size, size), dtype=np.float64)
     for dr, dc, w in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
         np.add.at(kernel, (r0 + dr, c0 + dc), w)
     return (kernel / kernel.sum()).astype(np.float32)
+
+
+def path_kernel(path: np.ndarray) -> np.ndarray:
+    """The blur kernel of a translation-only exposure along ``path``: the smallest odd square that
+    holds its bilinear splats (:func:`splat_path`). Sums to 1."""
+    reach = int(np.ceil(max(np.abs(path.real).max(), np.abs(path.imag).max()))) + 1
+    return splat_path(path, 2 * reach + 1)
 
 
 def margin_for(spec: ShakeSpec, size: int) -> int:

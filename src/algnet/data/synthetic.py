@@ -19,7 +19,7 @@ import torch
 from ..errors import AlgnetError
 from .datasets import _check_seed, crop_and_flip, random_crop_box, sample_rng, to_tensor
 from .imread import read_rgb
-from .shake import ShakeSpec, margin_for, shake
+from .shake import ShakeSpec, margin_for, shake, splat_path
 from .sources import photo_names, render_text, source_path
 
 __all__ = ["SyntheticBlurDataset", "make_kernel", "blur_image", "blur_crop", "bundled_photos", "photo_path", "dead_leaves"]
@@ -122,15 +122,7 @@ def make_kernel(rng: np.random.Generator, size: int = 17) -> np.ndarray:
     path = path - path.mean()  # centroid at the origin: no net shift between blur and sharp
     radius = max(np.abs(path.real).max(), np.abs(path.imag).max(), 1e-12)
     extent = rng.uniform(0.25, 1.0) * (size // 2 - 1)  # keeps bilinear taps inside the kernel
-    scaled = path * (extent / radius)
-    cols, rows = size // 2 + scaled.real, size // 2 + scaled.imag
-    c0, r0 = np.floor(cols).astype(int), np.floor(rows).astype(int)
-    fc, fr = cols - c0, rows - r0
-    kernel = np.zeros((size, size), dtype=np.float64)
-    # Bilinear splat of every path point: sub-pixel motion still moves mass between pixels.
-    for dr, dc, w in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
-        np.add.at(kernel, (r0 + dr, c0 + dc), w)
-    return (kernel / kernel.sum()).astype(np.float32)
+    return splat_path(path * (extent / radius), size)
 
 
 def blur_image(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:

@@ -115,9 +115,10 @@ def test_cli_json_macs_only(capsys):
 
 
 def test_cli_latency_table_and_json(capsys):
-    """Peak memory is at least the intro convolution's output, a (1, 32, 128, 128) float32 tensor
-    (2 MiB) every forward pass holds; progress reaches stderr pass by pass."""
-    code, out, err = run(capsys, "--models", "nafnet32", "--size", "128x128", "--repeats", "2", "--threads", "1", "--device", "cpu", "--json")
+    """Peak memory of the plain model is at least the intro convolution's output, a (1, 32, 128, 128)
+    float32 tensor (2 MiB) every forward pass holds; progress reaches stderr pass by pass."""
+    code, out, err = run(capsys, "--models", "nafnet32", "--size", "128x128", "--repeats", "2", "--threads", "1", "--device", "cpu",
+                         "--json", "--no-fuse")
     assert code == 0, err
     data = json.loads(out)
     (row,) = data["models"]
@@ -135,7 +136,7 @@ def test_cli_latency_table_and_json(capsys):
 def test_cpu_defaults_time_algnet_and_nafnet32_small(capsys, monkeypatch):
     calls = []
 
-    def fake(name, size, device, repeats, timeout=None, overrides=None, threads=None, progress=None):
+    def fake(name, size, device, repeats, timeout=None, overrides=None, threads=None, fuse=True, progress=None):
         calls.append((name, tuple(size), device, repeats))
         return dict(latency_s=0.5, peak_memory_bytes=2**20, weights_bytes=4, graph_latency_s=None, device=device,
                     scan_backend="cpu", threads=1)

@@ -11,13 +11,14 @@ from algnet.ops import scan_cpu  # noqa: E402
 
 
 def test_inference_builds_only_the_forward_and_the_conv(monkeypatch):
-    """A no-grad Mamba forward needs the forward scan (float32, its state size) and the causal
-    conv1d; the backward (a minute's compile of its own) is built only when a gradient is taken."""
+    """Fused inference of a Mamba layer needs the forward scan (float32, its state size) and the
+    causal conv1d; the backward (a minute's compile of its own) is built only when a gradient is
+    taken (by the plain layer)."""
     monkeypatch.setattr(scan_cpu, "_kernels", {})
     layer = algnet.Mamba(d_model=8, d_state=16, scan_backend="cpu").eval()
     x = torch.randn(1, 20, 8)
     with torch.no_grad():
-        layer(x)
+        algnet.fuse(layer)(x)
     assert set(scan_cpu._kernels) == {(torch.float32, None, "conv"), (torch.float32, 16, "fwd")}
     layer(x.requires_grad_()).sum().backward()
     assert (torch.float32, 16, "bwd") in scan_cpu._kernels

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from .errors import AlgnetError
 
-DEFAULT_CHECKPOINT = "algnet-synthetic-demo.safetensors"
+DEFAULT_CHECKPOINT = "algnet-shake.safetensors"
 TILE_MULTIPLE = 16  # ALGNet pads to a multiple of 16; aligned tiles need no padding
 
 

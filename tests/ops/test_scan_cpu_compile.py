@@ -24,7 +24,7 @@ def test_inference_builds_only_the_forward_and_the_conv(monkeypatch):
     assert (torch.float32, 16, "bwd") in scan_cpu._kernels
 
 
-def test_compile_notice_once_and_only_for_algnet(monkeypatch, capsys):
+def test_compile_notice_once_and_only_for_algnet(monkeypatch, capfd):
     from numba import njit
 
     scan_cpu._say_when_compiling()
@@ -34,7 +34,7 @@ def test_compile_notice_once_and_only_for_algnet(monkeypatch, capsys):
         return x + 1
 
     njit(other)(1)  # someone else's numba function: nothing said
-    assert capsys.readouterr().err == ""
+    assert capfd.readouterr().err == ""
 
     def first(x):
         return x + 2
@@ -45,8 +45,35 @@ def test_compile_notice_once_and_only_for_algnet(monkeypatch, capsys):
     first.__module__ = second.__module__ = "algnet.ops.example"
     njit(first)(1)
     njit(second)(1)
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert err.count(scan_cpu._COMPILE_NOTICE) == 1 and err.strip() == scan_cpu._COMPILE_NOTICE
+
+
+def test_compile_notice_gets_past_the_hidden_fd(monkeypatch, capfd):
+    """_build points fd 2 at /dev/null while LLVM compiles (its vectoriser remarks); the notice must
+    still reach the real stderr, which _build keeps in _notice["stderr_fd"]."""
+    import os
+
+    from numba import njit
+
+    scan_cpu._say_when_compiling()
+    monkeypatch.setitem(scan_cpu._notice, "said", False)
+
+    def kernel(x):
+        return x - 4
+
+    kernel.__module__ = "algnet.ops.example"
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    monkeypatch.setitem(scan_cpu._notice, "stderr_fd", saved)
+    try:
+        njit(kernel)(1)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    assert capfd.readouterr().err.strip() == scan_cpu._COMPILE_NOTICE
 
 
 def test_prepare_builds_the_forward_of_each_cpu_layer(monkeypatch):

@@ -98,7 +98,7 @@ def _select_threading_layer() -> None:
 
 _COMPILE_NOTICE = ("algnet: compiling CPU kernels, once per machine (a minute or two; later runs load them "
                    "from numba's cache) ...")
-_notice = {"installed": False, "said": False, "on_cold": None}
+_notice = {"installed": False, "said": False, "on_cold": None, "stderr_fd": None}
 
 
 def _say_when_compiling() -> None:
@@ -116,7 +116,9 @@ def _say_when_compiling() -> None:
                 return
             if not _notice["said"]:
                 _notice["said"] = True
-                print(_COMPILE_NOTICE, file=sys.stderr, flush=True)
+                sys.stderr.flush()
+                # fd 2 may be pointed at /dev/null for the compile (see _build): write to the real one.
+                os.write(_notice["stderr_fd"] if _notice["stderr_fd"] is not None else 2, (_COMPILE_NOTICE + "\n").encode())
             on_cold, _notice["on_cold"] = _notice["on_cold"], None
             if on_cold is not None:
                 on_cold()
@@ -803,10 +805,12 @@ def _build(dtype, nstate: int | None, kind: str):
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, 2)
                 os.close(devnull)
+                _notice["stderr_fd"] = saved
             func, sig = {"conv": (conv, conv_sig), "fwd": (fwd, fwd_sig), "bwd": (bwd, bwd_sig)}[kind]
             return njit(sig, **opts)(func)
         finally:
             if saved is not None:
+                _notice["stderr_fd"] = None
                 os.dup2(saved, 2)
                 os.close(saved)
                 llvmlite.binding.set_option("", "-force-vector-width=0")

@@ -71,11 +71,10 @@ def run(args) -> int:
     import numpy as np
     import skimage.data
     import torch
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from ..data.shake import LEVELS
     from ..errors import AlgnetError
-    from ..evaluation.shake import shake_items
+    from ..evaluation.shake import psnr_ssim, shake_items
     from ..imageio import atomic_write_bytes, read_image, write_image
     from ..deploy import fuse
     from ..inference import default_checkpoint_path, resolve_device, restore
@@ -98,15 +97,9 @@ def run(args) -> int:
         blur = torch.from_numpy(item.blurred).permute(2, 0, 1)[None].to(device)
         with torch.no_grad():
             restored = np.clip(restore(model, blur)[0].cpu().permute(1, 2, 0).numpy(), 0, 1)
-        b, r, s = (x.astype(np.float64) for x in (item.blurred, restored, item.sharp))
-        rec = {
-            "name": item.name,
-            "input_psnr": peak_signal_noise_ratio(s, b, data_range=1.0),
-            "output_psnr": peak_signal_noise_ratio(s, r, data_range=1.0),
-            "input_ssim": structural_similarity(s, b, channel_axis=-1, data_range=1.0),
-            "output_ssim": structural_similarity(s, r, channel_axis=-1, data_range=1.0),
-            "kernel_size": int(item.kernel.shape[0]),
-        }
+        (in_psnr, in_ssim), (out_psnr, out_ssim) = psnr_ssim(item.sharp, item.blurred), psnr_ssim(item.sharp, restored)
+        rec = {"name": item.name, "input_psnr": in_psnr, "output_psnr": out_psnr, "input_ssim": in_ssim,
+               "output_ssim": out_ssim, "kernel_size": int(item.kernel.shape[0])}
         records.append(rec)
         print(f"{rec['name']:<24} PSNR {rec['input_psnr']:6.2f} -> {rec['output_psnr']:6.2f} dB   "
               f"SSIM {rec['input_ssim']:.4f} -> {rec['output_ssim']:.4f}")

@@ -145,19 +145,20 @@ def margin_for(spec: ShakeSpec, size: int) -> int:
 
 
 def integrate_exposure(image: np.ndarray, path: np.ndarray, angle: float = 0.0,
-                       centre: tuple[float, float] | None = None) -> np.ndarray:
+                       centre: tuple[float, float] | None = None, kernel: np.ndarray | None = None) -> np.ndarray:
     """The mean of ``image`` over the camera poses of an exposure, in the image's own units.
 
     The camera translates along ``path`` (complex, pixels) and turns linearly from ``-angle/2`` to
     ``+angle/2`` degrees about ``centre`` (x, y; default the image centre) over the same time.
     Translation only (``angle=0``) is a convolution with :func:`path_kernel`; a rotation makes the
     blur vary across the image, growing with the distance from the centre. Borders are reflected.
+    ``kernel``, when the caller has it, is ``path_kernel(path)`` (not computed again).
     """
     import cv2
 
     src = np.ascontiguousarray(image, dtype=np.float32)
     if angle == 0.0:
-        kernel = path_kernel(path)
+        kernel = path_kernel(path) if kernel is None else kernel
         return cv2.filter2D(src, -1, np.ascontiguousarray(kernel[::-1, ::-1]), borderType=cv2.BORDER_REFLECT)
     h, w = src.shape[:2]
     cx, cy = centre if centre is not None else ((w - 1) / 2, (h - 1) / 2)
@@ -232,7 +233,7 @@ def shake(sharp: np.ndarray, rng: np.random.Generator, spec: ShakeSpec) -> tuple
     light = srgb_to_linear(x) if spec.linear_light else x.copy()
     if lift:
         light = np.where(x >= _HIGHLIGHT_THRESHOLD, light * gain, light)
-    blurred = integrate_exposure(light, path, angle)
+    blurred = integrate_exposure(light, path, angle, kernel=draw.kernel)
     if noisy:
         blurred = add_sensor_noise(blurred, rng, photons, read_noise)
     blurred = np.clip(blurred, 0.0, 1.0)

@@ -24,61 +24,23 @@ from .sources import photo_names, render_text, source_path
 
 __all__ = ["SyntheticBlurDataset", "make_kernel", "blur_image", "blur_crop", "bundled_photos", "photo_path", "dead_leaves"]
 
-# Photos bundled in skimage/data (no pooch download). motorcycle_left/right are one scene
-# from two viewpoints, so both stay in train; chelsea and coffee are held out for validation.
-# retina.jpg is left out: a fundus photo so smooth that a 17-pixel blur of a 256 crop stays above 40 dB.
-_PHOTO_FILES = {
-    "astronaut": "astronaut.png",
-    "rocket": "rocket.jpg",
-    "motorcycle_left": "motorcycle_left.png",
-    "motorcycle_right": "motorcycle_right.png",
-    "hubble_deep_field": "hubble_deep_field.jpg",
-    "immunohistochemistry": "ihc.png",
-    "chelsea": "chelsea.png",
-    "coffee": "coffee.png",
-    # Grey photos and textures, read as three equal channels: blur acts on each channel alike, and
-    # their edges and textures widen what a small training set teaches.
-    "camera": "camera.png",
-    "brick": "brick.png",
-    "grass": "grass.png",
-    "gravel": "gravel.png",
-    "coins": "coins.png",
-    "text": "text.png",
-    "page": "page.png",
-}
-_VAL_PHOTOS = ("chelsea", "coffee")
-_TRAIN_PHOTOS = tuple(n for n in _PHOTO_FILES if n not in _VAL_PHOTOS)
 _SATURATION_THRESHOLD = 0.9
 _TRAJECTORY_STEPS = 512
 
 
-def _skimage_data_dir() -> Path:
-    try:
-        import skimage.data
-    except ImportError as e:  # pragma: no cover - scikit-image is a declared dependency
-        raise AlgnetError("synthetic data needs scikit-image's bundled photos: pip install scikit-image") from e
-    return Path(skimage.data.data_dir)
-
-
 def photo_path(name: str) -> Path:
-    """Path of a bundled photo, by its ``skimage.data`` name."""
-    if name not in _PHOTO_FILES:
-        raise AlgnetError(f"unknown bundled photo {name!r}; available: {', '.join(_PHOTO_FILES)}")
-    return _skimage_data_dir() / _PHOTO_FILES[name]
+    """Path of a photo scikit-image ships, by its ``skimage.data`` name (see :mod:`.sources`)."""
+    return source_path(f"skimage:{name}")
 
 
 def bundled_photos(split: str = "train") -> list[str]:
-    """Names of the bundled photos of a split that the installed scikit-image ships.
+    """Names of the scikit-image photos of a split (:func:`.sources.photo_names`).
 
     ``"train"`` and ``"val"`` are disjoint; ``"val"`` is fixed (chelsea, coffee).
     """
     if split not in ("train", "val"):
         raise AlgnetError(f"unknown synthetic split {split!r}; expected 'train' or 'val'")
-    names = _TRAIN_PHOTOS if split == "train" else _VAL_PHOTOS
-    present = [n for n in names if photo_path(n).is_file()]
-    if not present:
-        raise AlgnetError(f"none of the {split} photos ({', '.join(names)}) is in {_skimage_data_dir()}")
-    return present
+    return [n.split(":", 1)[1] for n in photo_names(split)]
 
 
 def _trajectory(rng: np.random.Generator, steps: int = _TRAJECTORY_STEPS) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 from ..data.shake import LEVELS, ShakeSpec, linear_to_srgb, shake, srgb_to_linear
 
 __all__ = ["BENCHMARK_SPEC", "ShakeItem", "shake_items", "wiener_deconvolve", "wiener_oracle", "run_shake",
-           "format_shake_table"]
+           "psnr_ssim", "format_shake_table"]
 
 # Everything but the extent: the sensor noise of a well-lit handheld shot at a low ISO.
 BENCHMARK_SPEC = dict(linear_light=True, noise=1.0, photons=(3000.0, 20000.0), read_noise=(0.0005, 0.002),
@@ -98,7 +98,8 @@ def wiener_oracle(item: ShakeItem) -> np.ndarray:
     return best
 
 
-def _scores(sharp: np.ndarray, image: np.ndarray) -> tuple[float, float]:
+def psnr_ssim(sharp: np.ndarray, image: np.ndarray) -> tuple[float, float]:
+    """scikit-image's PSNR and SSIM (channels last) of ``image`` clipped to [0, 1], in float64."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     s, x = sharp.astype(np.float64), np.clip(image, 0, 1).astype(np.float64)
@@ -127,7 +128,7 @@ def run_shake(methods: dict[str, Callable[[np.ndarray], np.ndarray]], seed: int 
             else:
                 out = methods[row](item.blurred)
             seconds[row] += time.perf_counter() - start
-            record[row] = dict(zip(("psnr", "ssim"), _scores(item.sharp, out)))
+            record[row] = dict(zip(("psnr", "ssim"), psnr_ssim(item.sharp, out)))
         per_image.append(record)
         if progress is not None:
             progress(f"{item.name}: " + ", ".join(f"{r} {record[r]['psnr']:.2f}" for r in rows))
